@@ -1,0 +1,142 @@
+"""Shared measurement code for the benchmarks: rows, metrics, latency, machine facts."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+
+class NotBuilt(Exception):
+    """A route whose tfquant feature does not exist yet: its row says so."""
+
+
+@dataclasses.dataclass
+class Row:
+    """One route's figures; None prints as '-'."""
+
+    route: str
+    agreement: Optional[float] = None        # top-1 agreement with the float model
+    accuracy: Optional[float] = None         # test accuracy in TFLite (labelled data)
+    sqnr_db: Optional[float] = None          # logit SQNR vs float
+    exact: Optional[float] = None            # simulation-vs-TFLite fidelity (reference kernels)
+    within_one: Optional[float] = None
+    latency_ms: Optional[float] = None       # one thread, default kernels, median
+    size_kb: Optional[float] = None
+    quant_seconds: Optional[float] = None    # wall time of the quantization itself
+    step_time_ratio: Optional[float] = None  # QAT training step time / float step time
+    note: str = ""
+
+
+def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:
+    return float(np.mean(np.argmax(reference, -1) == np.argmax(test, -1)))
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    from tfquant.export import sqnr_db as _sqnr
+
+    return _sqnr(reference, test)
+
+
+def latency_ms(tflite: bytes, runs: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one batch-1 inference, one thread, default (XNNPACK) kernels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=tflite, num_threads=1)
+    interp.allocate_tensors()
+    for d in interp.get_input_details():
+        shape = [1 if s == -1 else s for s in d["shape"]]
+        shape[0] = 1
+        if list(d["shape"]) != shape:
+            interp.resize_tensor_input(d["index"], shape)
+    interp.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        data = rng.uniform(-1, 1, d["shape"])
+        if np.dtype(d["dtype"]) == np.int8:
+            data = rng.integers(-128, 128, d["shape"])
+        interp.set_tensor(d["index"], data.astype(d["dtype"]))
+    for _ in range(warmup):
+        interp.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interp.invoke()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def timed(fn: Callable, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def machine() -> str:
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        litert = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001
+        litert = "?"
+    return (f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; "
+            f"TensorFlow {tf.__version__}; ai-edge-litert {litert}; {platform.system()} {platform.release()}")
+
+
+def _fmt(v, kind: str) -> str:
+    if v is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * v:.1f}%"
+    if kind == "pct2":
+        return f"{100 * v:.2f}%"
+    if kind == "db":
+        return f"{v:.1f}"
+    if kind == "x":
+        return f"{v:.2f}x"
+    if kind == "ms":
+        return f"{v:.3f}" if v < 1 else f"{v:.2f}"
+    return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+COLUMNS = {
+    "route": ("route", "s"),
+    "agreement": ("top-1 agreement", "pct"),
+    "accuracy": ("TFLite accuracy", "pct2"),
+    "sqnr_db": ("logit SQNR dB", "db"),
+    "exact": ("sim=TFLite exact", "pct2"),
+    "within_one": ("within 1 LSB", "pct2"),
+    "latency_ms": ("latency ms", "ms"),
+    "size_kb": ("size KB", "f"),
+    "quant_seconds": ("quantize s", "f"),
+    "step_time_ratio": ("QAT step / float", "x"),
+    "note": ("note", "s"),
+}
+
+
+def markdown_table(rows: list[Row], columns: list[str], ratios: dict[str, Optional[float]] | None = None) -> str:
+    """Rows as a markdown table; `ratios` adds latency ratios to named baselines."""
+    header = [COLUMNS[c][0] for c in columns]
+    baselines = {k: v for k, v in (ratios or {}).items() if v}
+    header += [f"latency vs {k}" for k in baselines]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [_fmt(getattr(r, c), COLUMNS[c][1]) for c in columns]
+        cells += [_fmt(r.latency_ms / b if r.latency_ms else None, "x") for b in baselines.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

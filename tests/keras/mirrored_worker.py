@@ -1,0 +1,71 @@
+"""Run by test_distribute.py in a fresh process (logical devices must be set before TF starts):
+train the same quantized model for a few steps on one device and under a MirroredStrategy over
+two logical CPUs, and print a JSON comparison."""
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfquant  # noqa: E402
+from tfquant.keras import quantizer_state  # noqa: E402
+
+L = keras.layers
+
+
+def float_model():
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", use_bias=False)(inp)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    y = L.Conv2D(8, 1, use_bias=False)(x)
+    y = L.BatchNormalization()(y)
+    s = L.Add()([x, y])
+    g = L.GlobalAveragePooling2D()(s)
+    return keras.Model(inp, L.Dense(4)(g))
+
+
+def train(strategy, config, x, y, weights):
+    with strategy.scope():
+        qmodel = tfquant.quantize_model(float_model(), config)
+        qmodel.set_weights(weights)
+        qmodel.compile(keras.optimizers.SGD(0.05), "mse")
+    qmodel.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return qmodel
+
+
+def main():
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (64, 8, 8, 3)).astype("float32")
+    y = rng.normal(size=(64, 4)).astype("float32")
+    initial = tfquant.quantize_model(float_model(), config)
+    weights = initial.get_weights()
+    start = [w.numpy() for w in initial.trainable_weights]
+    one = train(tf.distribute.OneDeviceStrategy("/cpu:0"), config, x, y, weights)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    two = train(mirrored, config, x, y, weights)
+    t1 = [w.numpy() for w in one.trainable_weights]
+    t2 = [w.numpy() for w in two.trainable_weights]
+    w1, w2 = one.get_weights(), two.get_weights()
+    print(json.dumps({
+        "replicas": mirrored.num_replicas_in_sync,
+        "max_weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(w1, w2)),
+        "max_weight_change": max(float(np.max(np.abs(a - b))) for a, b in zip(t1, start)),
+        "max_trainable_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(t1, t2)),
+        "ranges_one": quantizer_state(one), "ranges_two": quantizer_state(two),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Bad input gets a clear tfquant error, never a stray traceback from deep inside TensorFlow."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ptq_models
+import tfquant
+from tfquant.errors import DataError, ModelFileError, SpecError, TFQuantError
+
+FAST = dict(progress=False)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_not_a_saved_model(tmp_path, calibration):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        tfquant.ptq(str(tmp_path / "missing"), calibration, **FAST)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="no saved_model.pb"):
+        tfquant.ptq(str(tmp_path / "empty"), calibration, **FAST)
+    (tmp_path / "file.tflite").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="not a SavedModel directory"):
+        tfquant.ptq(str(tmp_path / "file.tflite"), calibration, **FAST)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "saved_model.pb").write_bytes(b"\x00garbage")
+    with pytest.raises(ModelFileError, match="could not be loaded"):
+        tfquant.ptq(str(corrupt), calibration, **FAST)
+    with pytest.raises(ModelFileError, match="Cannot import"):
+        tfquant.ptq(42, calibration, **FAST)
+
+
+def test_missing_signature(keras3_dir, calibration):
+    with pytest.raises(ModelFileError, match=r"no signature 'predict' \(available: serve, serving_default\)"):
+        tfquant.ptq(keras3_dir, calibration, signature="predict", **FAST)
+
+
+@pytest.mark.parametrize("data, match", [
+    (np.zeros((4, 8, 8, 3), np.float32), r"shape \[8, 8, 3\] but the model expects \[16, 16, 3\]"),
+    (np.zeros((4, 16, 16), np.float32), r"shape \[16, 16\]"),
+    (np.zeros((4, 16, 16, 3), np.uint8), "must be floating point, got uint8"),
+    (np.array(["a", "b"]), "must be floating point"),
+    (np.zeros((0, 16, 16, 3), np.float32), "calibration set is empty"),
+    ([np.zeros((16, 16, 3)), np.zeros((8, 3))], "ragged"),
+    ("nothing_here.npy", "does not exist"),
+])
+def test_bad_calibration_data(keras3_dir, data, match):
+    with pytest.raises(DataError, match=match):
+        tfquant.ptq(keras3_dir, data, **FAST)
+
+
+def test_nan_in_calibration_data(keras3_dir, calibration):
+    bad = calibration.copy()
+    bad[40, 3, 3, 1] = np.nan
+    with pytest.raises(DataError, match="NaN or Inf"):
+        tfquant.ptq(keras3_dir, bad, **FAST)
+    with pytest.raises(DataError, match="NaN or Inf"):
+        tfquant.ptq(keras3_dir, tf.data.Dataset.from_tensor_slices(bad).batch(8), **FAST)
+
+
+def test_empty_calibration_sources(keras3_dir, tmp_path):
+    with pytest.raises(DataError, match="empty"):
+        tfquant.ptq(keras3_dir, tf.data.Dataset.from_tensor_slices(np.zeros((0, 16, 16, 3), np.float32)), **FAST)
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="holds no images"):
+        tfquant.ptq(keras3_dir, str(tmp_path / "no_images"), **FAST)
+    with pytest.raises(DataError, match="wrong|rank"):
+        tfquant.ptq(keras3_dir, tf.data.Dataset.from_tensor_slices(np.zeros((4, 2), np.float32)), **FAST)
+
+
+def test_nan_in_weights(calibration):
+    model = ptq_models.keras3_model()
+    layer = model.get_layer("expand")
+    w = layer.get_weights()
+    w[0][0, 0, 1, 2] = np.nan
+    layer.set_weights(w)
+    with pytest.raises(DataError, match="weights contain NaN or Inf.*expand"):
+        tfquant.ptq(model, calibration, **FAST)
+
+
+def test_data_free_needs_an_input_range(keras3_dir):
+    with pytest.raises(DataError, match="input_range"):
+        tfquant.ptq(keras3_dir, **FAST)
+
+
+def test_bad_options(keras3_dir, calibration):
+    with pytest.raises(SpecError, match="Unknown PTQ step"):
+        tfquant.ptq(keras3_dir, calibration, steps=("cle", "magic"), **FAST)
+    with pytest.raises(SpecError, match="Unknown tfquant.ptq option"):
+        tfquant.ptq(keras3_dir, calibration, per_chanel=False, **FAST)
+    with pytest.raises(SpecError, match="relu6_policy"):
+        tfquant.PTQConfig(relu6_policy="clip")
+    with pytest.raises(SpecError, match="input_range"):
+        tfquant.PTQConfig(input_range=(1.0, -1.0))
+    assert issubclass(SpecError, TFQuantError)
+
+
+# ---- the command line --------------------------------------------------------------------
+def _convert(*args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "tools.convert", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def test_convert_command(keras3_dir, calibration, tmp_path):
+    npy = tmp_path / "cal.npy"
+    np.save(npy, calibration)
+    out = tmp_path / "model.tflite"
+    proc = _convert("--saved_model", keras3_dir, "--output", str(out), "--calibration", str(npy),
+                    "--per_tensor", "--steps", "cle,bias_correction", "--noprogress", "--verify")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "steps: cle, weight ranges" in proc.stdout and "float ops: 0" in proc.stdout
+    assert "reference" in proc.stdout
+    report = tfquant.inspect(str(out))
+    conv = report.ops_of_type("CONV_2D")[0]
+    assert len(report.tensors[conv.inputs[1]].scales) == 1
+
+
+def test_convert_command_errors(keras3_dir, tmp_path):
+    out = tmp_path / "model.tflite"
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((4, 5, 5, 3), np.float32))
+    for args, message in (
+        (("--saved_model", str(tmp_path), "--output", str(out), "--input_range=-1,1"), "no saved_model.pb"),
+        (("--saved_model", keras3_dir, "--output", str(out), "--calibration", str(bad)), "expects [16, 16, 3]"),
+        (("--saved_model", keras3_dir, "--output", str(out)), "input_range"),
+    ):
+        proc = _convert(*args, "--noprogress")
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert not out.exists()

@@ -1,0 +1,143 @@
+"""tfquant.ptq end to end: SavedModels from Keras 3, tf_keras and tf.Module to int8 TFLite
+flatbuffers that hold int8 everywhere and match the simulation under the reference kernels."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ptq_models
+import tfquant
+from ptq_models import first_output, rel_error, signature_fn
+from tfquant.ptq import PTQConfig, PTQResult
+
+FAST = dict(progress=False)
+
+
+def assert_int8_everywhere(tflite: bytes, per_channel: bool = True):
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == [], report.table()
+    for op in report.ops:
+        if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            weights = report.tensors[op.inputs[1]]
+            assert weights.dtype == "INT8"
+            bias = report.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+            assert bias is None or bias.dtype == "INT32"
+            if op.op == "FULLY_CONNECTED" or not per_channel:
+                assert len(weights.scales) == 1
+            else:
+                assert len(weights.scales) > 1
+    return report
+
+
+@pytest.mark.parametrize("source", ["keras3_dir", "tf_keras_dir", "module_dir"])
+def test_saved_models_to_int8_tflite_that_verifies(source, request, calibration, evaluation, tmp_path):
+    path = request.getfixturevalue(source)
+    out = tmp_path / "model.tflite"
+    sim = tfquant.ptq(path, calibration, output=out, **FAST)
+    assert isinstance(sim, PTQResult) and out.exists()
+    assert_int8_everywhere(out.read_bytes())
+    result = tfquant.verify(str(out), sim.exact, evaluation, float_model=signature_fn(path),
+                            kernels=("reference",))
+    assert result.exact_fraction >= 0.995, result.table()
+    assert result.max_lsb <= 1
+    # the simulation predicts the flatbuffer; and it is close to the float model
+    float_out = signature_fn(path)(evaluation)
+    assert rel_error(float_out, first_output(sim(evaluation))) < 0.15
+    assert "steps: cle, bias_absorption" in sim.report.summary()
+
+
+def test_module_with_unknown_op_reports_it(gated_module_dir, calibration, evaluation):
+    """Ops the IR does not know pass through with a quantizer on their output (LOGISTIC on
+    TFLite's fixed grid): int8 everywhere; the simulation has no integer emulation of them, so
+    it predicts their outputs within one LSB rather than exactly."""
+    sim = tfquant.ptq(gated_module_dir, calibration, **FAST)
+    ops = {op for _, op in sim.report.unknown_ops}
+    assert {"Sigmoid", "Mul"} <= ops
+    assert "passed through untouched" in sim.report.summary()
+    report = assert_int8_everywhere(sim.to_tflite())
+    assert {"LOGISTIC", "MUL"} <= set(report.op_counts())
+    result = sim.verify(evaluation, kernels=("reference",))
+    assert result.within_one_fraction == 1.0 and result.exact_fraction >= 0.9
+
+
+def test_per_tensor_weights(keras3_dir, calibration, evaluation):
+    sim = tfquant.ptq(keras3_dir, calibration, per_channel=False, **FAST)
+    assert_int8_everywhere(sim.to_tflite(), per_channel=False)
+    assert sim.verify(evaluation, kernels=("reference",)).exact_fraction >= 0.995
+
+
+def test_every_step_optional(keras3_dir, calibration, evaluation):
+    naive = tfquant.ptq(keras3_dir, calibration, steps=(), ranges="minmax", **FAST)
+    assert naive.report.steps[0].startswith("weight ranges") and naive.report.cle is None
+    for steps in (("cle",), ("bias_absorption",), ("bias_correction",), ("cle", "adaround")):
+        sim = tfquant.ptq(keras3_dir, calibration, steps=steps, adaround_iterations=20, **FAST)
+        assert first_output(sim(evaluation)).shape == (64, 10)
+
+
+def test_adaround_in_the_pipeline(keras3_dir, calibration, evaluation):
+    sim = tfquant.ptq(keras3_dir, calibration, steps=("cle", "adaround", "bias_correction"),
+                      adaround_iterations=50, **FAST)
+    assert len(sim.report.layerwise.adaround) == 7
+    assert "AdaRound: 7 layers" in sim.report.summary()
+    assert sim.verify(evaluation[:16], kernels=("reference",)).exact_fraction >= 0.995
+
+
+def test_data_free(keras3_dir, evaluation, tmp_path):
+    sim = tfquant.ptq(keras3_dir, None, input_range=(-1.0, 1.0), steps=("cle", "bias_absorption",
+                                                                          "bias_correction", "adaround"), **FAST)
+    assert sim.report.data_free
+    assert "bias_correction (analytic)" in sim.report.steps
+    assert any("AdaRound skipped" in n for n in sim.report.notes)
+    assert sim.report.estimators == {"bn": len(sim.plan.calibrated_ids())}
+    assert_int8_everywhere(sim.to_tflite())
+    float_out = signature_fn(keras3_dir)(evaluation)
+    assert rel_error(float_out, first_output(sim(evaluation))) < 0.5
+    assert sim.verify(evaluation, kernels=("reference",)).exact_fraction >= 0.995
+
+
+def test_keras_model_in_memory_and_float_saved_model(calibration, evaluation, tmp_path):
+    model = ptq_models.keras3_model(softmax=False)
+    out = tmp_path / "float_model"
+    sim = tfquant.ptq(model, calibration, saved_model_output=out, **FAST)
+    loaded = signature_fn(str(out))
+    np.testing.assert_allclose(loaded(evaluation), first_output(sim.float_model(evaluation)), rtol=1e-5, atol=1e-5)
+    # the written model is equalized and bias corrected, close to the original
+    assert rel_error(model(evaluation), loaded(evaluation)) < 0.1
+    # and it can be quantized again
+    again = tfquant.ptq(str(out), calibration, steps=(), **FAST)
+    assert first_output(again(evaluation)).shape == (64, 10)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_calibration_sources(keras3_dir, calibration, tmp_path):
+    from PIL import Image
+
+    ds = tf.data.Dataset.from_tensor_slices(calibration)
+    sources = {
+        "unbatched dataset": ds,
+        "batched dataset": ds.batch(10),
+        "(x, y) dataset": tf.data.Dataset.from_tensor_slices((calibration, np.zeros(64))).batch(8),
+    }
+    npy = tmp_path / "cal.npy"
+    np.save(npy, calibration)
+    sources["npy"] = str(npy)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    sources["image folder"] = str(folder)
+    for name, source in sources.items():
+        sim = tfquant.ptq(keras3_dir, source, steps=(), ranges="minmax", max_calibration_samples=40, **FAST)
+        assert sim.plan.ranges, name
+    # the folder's images are resized to the input and normalised to [-1, 1]
+    lo, hi = sim.plan.range_of(sim.graph.inputs[0].ref)
+    assert -1.01 <= lo < -0.5 and 0.5 < hi <= 1.01
+
+
+def test_callable_module_and_config():
+    assert callable(tfquant.ptq) and tfquant.ptq.PTQConfig is PTQConfig
+    assert PTQConfig(steps="cle, bias_correction").active_steps == ("cle", "bias_correction")
+    assert PTQConfig(data_free=True).activation_estimator == "bn"
+    assert PTQConfig(ranges="minmax").weight_estimator == "minmax"

@@ -1,0 +1,210 @@
+"""Property tests of the PTQ transforms: folding and equalization keep the float function,
+equalization equalizes, absorption is exact where the ReLU never clips, bias correction removes
+each layer's mean shift, AdaRound beats round-to-nearest."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ptq_models
+from ptq_models import first_output, rel_error, signature_fn
+from tfquant.core import QuantSpec
+from tfquant.graph import assign_quantizers, build_function, equalization_chains, fuse_activations, load_graph
+from tfquant.ptq import (
+    Calibration,
+    PTQConfig,
+    absorb_high_biases,
+    analytic_bias_correction,
+    clipped_normal_moments,
+    equalize,
+    fold_batch_norms,
+    input_channel_range,
+    layer_output_shift,
+    output_channel_range,
+    pre_activation_ranges,
+    quantized_kernel,
+    run_layerwise,
+    set_weight_ranges,
+)
+
+CONFIG = PTQConfig(progress=False)
+
+
+def prepared(model):
+    graph = load_graph(model)
+    fold_batch_norms(graph)
+    fuse_activations(graph)
+    return graph
+
+
+def run(graph, x):
+    return first_output(build_function(graph)(x))
+
+
+def calibrated_pre_ranges(graph, x):
+    names = [n.name for n in graph.linear_nodes()]
+    return pre_activation_ranges(graph, Calibration.of(x, graph.inputs[0]), CONFIG, names)
+
+
+# ---- BN folding --------------------------------------------------------------------------
+@pytest.mark.parametrize("source", ["keras3_dir", "tf_keras_dir", "module_dir"])
+def test_bn_folding_keeps_float_outputs(source, request, evaluation):
+    path = request.getfixturevalue(source)
+    graph = load_graph(path)
+    folded = fold_batch_norms(graph)
+    assert folded and not [n for n in graph if n.type == "affine"]
+    assert all(graph[name].bias is not None for name in folded)     # biases created
+    assert all(graph[name].out_stats is not None for name in folded)
+    assert rel_error(signature_fn(path)(evaluation), run(graph, evaluation)) < 1e-5
+
+
+# ---- cross-layer equalization ------------------------------------------------------------
+def _assert_equalized(chain, rtol=1e-4):
+    for k in range(len(chain.layers) - 1):
+        r1 = output_channel_range(chain.layers[k])
+        r2 = input_channel_range(chain.layers[k + 1])
+        live = (r1 > 1e-3 * r1.max()) & (r2 > 1e-3 * r2.max())
+        np.testing.assert_allclose(r1[live], r2[live], rtol=rtol)
+
+
+@pytest.mark.parametrize("length", [2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cle_relu_keeps_outputs_and_equalizes_ranges(length, seed, evaluation):
+    graph = prepared(ptq_models.chain_model(seed=seed, activation="relu", length=length))
+    before = run(graph, evaluation)
+    (chain,) = equalization_chains(graph)
+    spread = [output_channel_range(n).max() / np.median(output_channel_range(n)) for n in chain.layers]
+    report = equalize(graph, CONFIG.replace(cle_activation_bound=False))
+    assert rel_error(before, run(graph, evaluation)) < 1e-5
+    _assert_equalized(chain)
+    assert any(np.any(s != 1.0) for s in report.scales.values())
+    after = [output_channel_range(n).max() / np.median(output_channel_range(n)) for n in chain.layers]
+    assert after[0] < spread[0]
+
+
+def test_cle_triplet_closed_form(evaluation):
+    """conv -> depthwise -> conv: the three ranges become cbrt(r1 r2 r3)."""
+    graph = prepared(ptq_models.chain_model(seed=3, activation="relu", length=3))
+    (chain,) = equalization_chains(graph)
+    r1, r2, r3 = (output_channel_range(chain.layers[0]), output_channel_range(chain.layers[1]),
+                  input_channel_range(chain.layers[2]))
+    equalize(graph, CONFIG.replace(cle_activation_bound=False), max_sweeps=0)
+    expected = np.cbrt(r1 * r2 * r3)
+    np.testing.assert_allclose(output_channel_range(chain.layers[0]), expected, rtol=1e-5)
+    np.testing.assert_allclose(output_channel_range(chain.layers[1]), expected, rtol=1e-5)
+    np.testing.assert_allclose(input_channel_range(chain.layers[2]), expected, rtol=1e-5)
+
+
+def test_cle_relu6_bounded_keeps_the_clip(calibration):
+    """ReLU6 kept: channels reaching 6 keep scale 1, the others stay below 6; exact on the data
+    the bounds were calibrated on."""
+    graph = prepared(ptq_models.chain_model(seed=0, activation="relu6", length=3))
+    before = run(graph, calibration)
+    pre = calibrated_pre_ranges(graph, calibration)
+    original_max = {k: v.max.copy() for k, v in pre.items()}
+    report = equalize(graph, CONFIG, pre)
+    assert rel_error(before, run(graph, calibration)) < 1e-5
+    for name, s in report.scales.items():
+        if graph[name].activation != "relu6":
+            continue
+        m = original_max[name]
+        assert np.all(s[m >= 6.0] == 1.0)
+        assert np.all(m[m < 6.0] / s[m < 6.0] <= 6.0 * (1 + 1e-6))
+    assert any(np.any(s != 1.0) for s in report.scales.values())
+
+
+def test_cle_relu_policy_replaces_relu6(evaluation):
+    graph = prepared(ptq_models.chain_model(seed=0, activation="relu6", length=3))
+    report = equalize(graph, CONFIG.replace(relu6_policy="relu", cle_activation_bound=False))
+    assert report.relu6_replaced == 2
+    assert not [n for n in graph if n.activation == "relu6" or n.type == "relu6"]
+    _assert_equalized(equalization_chains(graph)[0])
+
+
+# ---- high-bias absorption ----------------------------------------------------------------
+def test_high_bias_absorption_exact_where_relu_never_clips(calibration):
+    graph = prepared(ptq_models.chain_model(seed=0, activation="relu", length=3, high_bias=True))
+    before = run(graph, calibration)
+    pre = calibrated_pre_ranges(graph, calibration)
+    (chain,) = equalization_chains(graph)
+    dw = chain.layers[1]
+    assert pre[dw.name].min.min() > 0          # this ReLU never clips on the data
+    absorbed = absorb_high_biases(graph, CONFIG, pre)
+    assert absorbed == {dw.name: dw.out_channels}          # into the 1x1 conv; not through padding
+    assert rel_error(before, run(graph, calibration)) < 1e-5
+    after = calibrated_pre_ranges(graph, calibration)[dw.name]
+    np.testing.assert_allclose(after.min, 0.0, atol=1e-4)   # the high bias is gone
+
+
+def test_high_bias_absorption_data_free_uses_bn(calibration):
+    graph = prepared(ptq_models.chain_model(seed=0, activation="relu", length=3, high_bias=True))
+    dw = equalization_chains(graph)[0].layers[1]
+    beta, gamma = dw.out_stats.mean.copy(), dw.out_stats.std.copy()
+    absorbed = absorb_high_biases(graph, CONFIG, data_free=True)
+    assert absorbed[dw.name] == int(np.sum(beta - 3 * gamma > 0))
+    np.testing.assert_allclose(dw.out_stats.mean, np.minimum(beta, 3 * gamma), rtol=1e-6)
+
+
+# ---- bias correction ---------------------------------------------------------------------
+def _plan(graph, per_channel=False, bits=8):
+    plan = assign_quantizers(graph)
+    set_weight_ranges(graph, plan, per_channel, "minmax")
+    if bits != 8:
+        for node in graph.linear_nodes():
+            plan.weight_specs[node.name] = QuantSpec.weight(bits=bits, per_channel=per_channel and node.type != "matmul")
+    return plan
+
+
+def test_empirical_bias_correction_removes_each_layers_mean_shift(calibration):
+    graph = prepared(ptq_models.keras3_model(softmax=False))
+    plan = _plan(graph, per_channel=False)
+    reference = graph.copy()
+    before = layer_output_shift(graph, plan, calibration)
+    assert max(np.abs(v).max() for v in before.values()) > 1e-2
+    run_layerwise(graph, plan, calibration, CONFIG, bias_correction=True, adaround=False)
+    after = layer_output_shift(graph, plan, calibration, reference=reference)
+    for name, shift in after.items():
+        assert np.abs(shift).max() < 1e-5 + 1e-3 * np.abs(before[name]).max(), name
+
+
+def test_clipped_normal_moments_match_sampling():
+    rng = np.random.default_rng(0)
+    mu, sd = np.array([-1.0, 0.0, 0.5, 3.0, 5.5]), np.array([0.5, 1.0, 2.0, 1.5, 1.0])
+    z = rng.standard_normal((400_000, 5)) * sd + mu
+    for low, high in ((0.0, np.inf), (0.0, 6.0)):
+        m, s = clipped_normal_moments(mu, sd, low, high)
+        y = np.clip(z, low, high)
+        np.testing.assert_allclose(m, y.mean(0), atol=6e-3)
+        np.testing.assert_allclose(s, y.std(0), atol=6e-3)
+
+
+def test_analytic_bias_correction_removes_the_expected_shift():
+    """With inputs distributed as the batch norm says (clipped normal through the ReLU), the
+    corrected layer's mean output equals the float layer's."""
+    graph = prepared(ptq_models.chain_model(seed=0, activation="relu", length=3))
+    plan = _plan(graph, per_channel=False, bits=4)
+    l1, l2 = equalization_chains(graph)[0].layers[1:]
+    kernel, bias = l2.kernel.copy(), l2.bias.copy()
+    corrections = analytic_bias_correction(graph, plan)
+    assert l2.name in corrections and l1.name in corrections
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.standard_normal((200_000, l1.out_channels)) * l1.out_stats.std + l1.out_stats.mean, 0.0)
+    k2 = kernel.reshape(kernel.shape[2], kernel.shape[3])
+    kq = quantized_kernel(l2, plan).reshape(k2.shape)
+    float_mean = (x @ k2 + bias).mean(0)
+    uncorrected = (x @ kq + bias).mean(0)
+    corrected = (x @ kq + l2.bias).mean(0)
+    assert np.abs(uncorrected - float_mean).max() > 10 * np.abs(corrected - float_mean).max()
+
+
+# ---- AdaRound ----------------------------------------------------------------------------
+def test_adaround_beats_round_to_nearest_on_every_layer(calibration):
+    graph = prepared(ptq_models.keras3_model(softmax=False))
+    plan = _plan(graph, per_channel=True, bits=4)
+    config = CONFIG.replace(adaround_iterations=300, adaround_rows=512, adaround_batch_size=16)
+    report = run_layerwise(graph, plan, calibration[:32], config, bias_correction=False, adaround=True)
+    assert len(report.adaround) == len(graph.linear_nodes())
+    for name, r in report.adaround.items():
+        assert r.loss_adaround < r.loss_nearest, (name, r)
+    # the learned kernels are on the 4-bit grid: quantizing them again changes nothing
+    for node in graph.linear_nodes():
+        np.testing.assert_allclose(quantized_kernel(node, plan), node.kernel, rtol=0, atol=1e-6)

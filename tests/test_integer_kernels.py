@@ -1,0 +1,316 @@
+"""The exact simulation against TFLite's reference kernels, op by op, on random cases.
+
+Each case is a small FakeQuant graph exported with `tfquant.to_tflite` and run with
+`OpResolverType.BUILTIN_REF`; its "exact"-mode twin must predict every int8 the interpreter writes.
+Power-of-two scales make every requantization land on a tie, which pins down each rounding rule.
+"""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfquant
+from tfquant.core import (
+    MinMaxRange,
+    QuantSpec,
+    fake_quant,
+    quantized_add,
+    quantized_avg_pool,
+    quantized_linear,
+    quantized_input,
+    quantized_mean,
+    quantized_softmax,
+    simulation_mode,
+)
+from tfquant.core import integer_kernels
+from tfquant.core.integer_kernels import quantize_multiplier
+from tfquant.errors import ExportError
+
+ACT = QuantSpec.activation()
+
+
+def test_quantize_multiplier_known_values():
+    q, shift = quantize_multiplier(np.array([0.5, 1.0, 0.75, 1e-12, 0.0, 3.0, 2.0**-31, 0.1]))
+    np.testing.assert_array_equal(q, [2**30, 2**30, 1610612736, 0, 0, 1610612736, 2**30, 1717986918])
+    np.testing.assert_array_equal(shift, [0, 1, 0, 0, 0, 2, -30, -3])
+    # A mantissa that rounds up to 2^31 is halved and the shift bumped.
+    q, shift = quantize_multiplier(np.array([1.0 - 2.0**-40]))
+    assert (q[0], shift[0]) == (2**30, 1)
+    assert tuple(int(v) for v in quantize_multiplier(0.75)) == (1610612736, 0)   # scalars too
+
+
+def _srdhm_ref(a: int, b: int) -> int:
+    """SaturatingRoundingDoublingHighMul as a rational: a b / 2^31 rounded half up."""
+    if a == b == -(2**31):
+        return 2**31 - 1
+    return int(np.floor(Fraction(a * b, 2**31) + Fraction(1, 2)))
+
+
+def _rdbpot_ref(x: int, e: int) -> int:
+    """RoundingDivideByPOT as a rational: x / 2^e rounded half away from zero."""
+    v = Fraction(x, 2**e)
+    return int(np.sign(v)) * int(np.floor(abs(v) + Fraction(1, 2)))
+
+
+def _mbqm_ref(x: int, m: int, shift: int) -> int:
+    shifted = ((x << max(shift, 0)) + 2**31) % 2**32 - 2**31       # int32 wrap, as the kernel
+    return _rdbpot_ref(_srdhm_ref(shifted, m), max(-shift, 0))
+
+
+def test_fixed_point_primitives_match_rational_arithmetic():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.integers(-2**31, 2**31, 300), rng.integers(-5000, 5000, 300),
+                        [0, 1, -1, 2**31 - 1, -(2**31), 2**20, -(2**20)]])
+    ties = (rng.integers(-64, 64, 100) * 2 + 1) << 10                  # exact halves after >> 11
+    x = np.concatenate([x, ties])
+    m = rng.integers(2**30, 2**31, x.size)
+    m[-100:] = 2**30
+    shift = rng.integers(-20, 3, x.size)
+    shift[-100:] = -10
+    got = integer_kernels.multiply_by_quantized_multiplier(tf.constant(x, tf.int64), m, shift).numpy()
+    want = [_mbqm_ref(int(a), int(b), int(c)) for a, b, c in zip(x, m, shift)]
+    np.testing.assert_array_equal(got, want)
+    # Saturation, and ties (x 2^30 / 2^31 = x / 2 for odd x): half up, i.e. toward zero if negative.
+    a = np.array([-(2**31), -(2**31), 2**31 - 1, -3, 3, -5, 5, -1, 12345])
+    b = np.array([-(2**31), 2**30, 2**31 - 1, 2**30, 2**30, 2**30, 2**30, 2**30, -67890])
+    np.testing.assert_array_equal(integer_kernels.saturating_rounding_doubling_high_mul(a, b).numpy(),
+                                  [_srdhm_ref(int(i), int(j)) for i, j in zip(a, b)])
+    np.testing.assert_array_equal(integer_kernels.round_half_away_exact(
+        tf.constant([0.49999999999999994, 0.5, -0.5, 1.5, -2.5, 2.4999999], tf.float64)).numpy(),
+        [0.0, 1.0, -1.0, 2.0, -3.0, 2.0])
+
+
+def _range(x):
+    est = MinMaxRange(ACT)
+    est.update(x)
+    return tuple(float(v) for v in est.range())
+
+
+def _compare(build, *inputs: np.ndarray) -> float:
+    """Fraction of int8 outputs where the exact simulation equals the reference interpreter."""
+    sig = [tf.TensorSpec([None, *x.shape[1:]], tf.float32) for x in inputs]
+    fake = tf.function(lambda *t: build(*t), input_signature=sig)
+
+    def exact_fn(*t):
+        with simulation_mode("exact"):
+            return build(*t)
+
+    exact = tf.function(exact_fn, input_signature=sig)
+    result = tfquant.verify(tfquant.to_tflite(fake), exact, list(inputs), kernels=("reference",),
+                            intermediate_samples=0)
+    assert result.within_one_fraction == 1.0
+    return result.exact_fraction
+
+
+def _case(seed, shape=(8, 9, 9, 6)):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(rng.uniform(-1, 1), rng.uniform(0.2, 3), shape).astype(np.float32)
+    return rng, x
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+def test_conv_and_depthwise_are_exact(seed, activation):
+    rng, x = _case(seed)
+    in_range = _range(x)
+    kernel = (rng.standard_normal((3, 3, 6, 5)) * rng.uniform(0.01, 1, 5)).astype(np.float32)
+    dw = (rng.standard_normal((3, 3, 6, 1)) * rng.uniform(0.01, 2, (6, 1))).astype(np.float32)
+    bias, dw_bias = rng.normal(0, 1, 5).astype(np.float32), rng.normal(0, 1, 6).astype(np.float32)
+    stride = 1 + seed % 2
+
+    def conv(t, w):
+        return tf.nn.conv2d(t, w, stride, "SAME")
+
+    def depthwise(t, w):
+        return tf.nn.depthwise_conv2d(t, w, [1, stride, stride, 1], "SAME")
+
+    float_out = tf.nn.relu6(conv(x, kernel) + bias) if activation == "relu6" else conv(x, kernel) + bias
+    out_range = _range(float_out.numpy() * rng.uniform(0.6, 1.0))
+    dw_range = _range((depthwise(x, dw) + dw_bias).numpy())
+
+    def build(t):
+        t = fake_quant(t, *in_range, ACT)
+        a = quantized_linear(conv, t, kernel, bias, input_range=in_range, output_range=out_range,
+                             activation=activation)
+        b = quantized_linear(depthwise, t, dw, dw_bias, input_range=in_range, output_range=dw_range,
+                             activation=activation, depthwise=True)
+        return a, b
+
+    assert _compare(build, x) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fully_connected_is_exact(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 2, (64, 20)).astype(np.float32)
+    w = rng.normal(0, 0.3, (20, 7)).astype(np.float32)
+    b = rng.normal(0, 0.5, 7).astype(np.float32)
+    in_range, out_range = _range(x), _range(x @ w + b)
+
+    def build(t):
+        t = fake_quant(t, *in_range, ACT)
+        return quantized_linear(tf.matmul, t, w, b, input_range=in_range, output_range=out_range,
+                                kernel_spec=QuantSpec.weight(per_channel=False), fully_connected=True)
+
+    assert _compare(build, x) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_add_mean_and_avg_pool_are_exact(seed):
+    rng, x = _case(seed)
+    y = (x * rng.uniform(0.2, 3) + rng.uniform(-1, 1)).astype(np.float32)
+    rx, ry = _range(x), _range(y)
+    r_sum = _range(x + y)
+    r_mean = _range(np.mean(x + y, axis=(1, 2)) * rng.uniform(0.7, 1.3))
+    padding = "SAME" if seed % 2 else "VALID"
+
+    def build(t, u):
+        a = fake_quant(t, *rx, ACT)
+        b = fake_quant(u, *ry, ACT)
+        s = quantized_add(a, b, a_range=rx, b_range=ry, output_range=r_sum)
+        m = quantized_mean(s, [1, 2], input_range=r_sum, output_range=r_mean)
+        p = quantized_avg_pool(s, (3, 3), (2, 2), padding, input_range=r_sum)
+        return m, p
+
+    assert _compare(build, x, y) == 1.0
+
+
+@pytest.mark.parametrize("logit_range", [(-3.0, 5.0), (-1.0, 0.5), (-40.0, 30.0), (-8.0, 0.0)])
+def test_input_quantize_and_softmax_are_exact(logit_range):
+    x = np.random.default_rng(0).uniform(logit_range[0] * 1.2, logit_range[1] * 1.2, (256, 10)).astype(np.float32)
+
+    def build(t):
+        t = quantized_input(t, input_range=logit_range)
+        return quantized_softmax(t, input_range=logit_range)
+
+    assert _compare(build, x) == 1.0
+
+
+# ---- power-of-two scales: every rounding is a tie -----------------------------------------------
+IN_RANGE = (-2.0, 191 / 32)            # scale 2^-5, zero point -64
+OUT_RANGE = (-0.25, 191 / 256)         # scale 2^-8, zero point -64
+
+
+def _grid_values(rng, shape, lo=-40, hi=40, scale=1 / 32):
+    return (rng.integers(lo, hi + 1, shape) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("activation", [None, "relu6"])
+def test_ties_in_conv_depthwise_and_fully_connected(activation):
+    rng = np.random.default_rng(7)
+    x = _grid_values(rng, (16, 6, 6, 4))
+    flat = _grid_values(rng, (16, 12))
+    pc = np.array([64.0, 128.0, 32.0, 256.0, 64.0])                       # per-channel 2^-k
+    kernel = (rng.integers(-3, 4, (3, 3, 4, 5)) / pc).astype(np.float32)
+    conv_range = (-127 / pc, 127 / pc)
+    dw_pc = np.array([64.0, 128.0, 32.0, 64.0])
+    dw = (rng.integers(-4, 5, (3, 3, 4, 1)) / dw_pc[:, None]).astype(np.float32)
+    dw_range = (-127 / dw_pc, 127 / dw_pc)
+    w = (rng.integers(-3, 4, (12, 6)) / 64).astype(np.float32)
+    bias = (rng.integers(-300, 300, 5) * 2.0**-11).astype(np.float32)   # on the bias grid
+
+    def build(t, u):
+        t = fake_quant(t, *IN_RANGE, ACT)
+        u = fake_quant(u, *IN_RANGE, ACT)
+        a = quantized_linear(lambda v, k: tf.nn.conv2d(v, k, 1, "SAME"), t, kernel, bias, input_range=IN_RANGE,
+                             output_range=OUT_RANGE, activation=activation, kernel_range_=conv_range)
+        b = quantized_linear(lambda v, k: tf.nn.depthwise_conv2d(v, k, [1, 1, 1, 1], "VALID"), t, dw, None,
+                             input_range=IN_RANGE, output_range=OUT_RANGE, activation=activation,
+                             depthwise=True, kernel_range_=dw_range)
+        c = quantized_linear(tf.matmul, u, w, None, input_range=IN_RANGE, output_range=OUT_RANGE,
+                             kernel_spec=QuantSpec.weight(per_channel=False), fully_connected=True,
+                             kernel_range_=(-127 / 64, 127 / 64), activation=activation)
+        return a, b, c
+
+    assert _compare(build, x, flat) == 1.0
+
+
+def test_ties_in_add_mean_and_avg_pool():
+    rng = np.random.default_rng(8)
+    x = _grid_values(rng, (16, 8, 8, 3))
+    y = _grid_values(rng, (16, 8, 8, 3), scale=1 / 64)
+    y_range = (-1.0, 191 / 64)                                           # scale 2^-6
+    sum_range = (-4.0, 191 / 16)                                         # scale 2^-4
+
+    def build(t, u):
+        a = fake_quant(t, *IN_RANGE, ACT)
+        b = fake_quant(u, *y_range, ACT)
+        s = quantized_add(a, b, a_range=IN_RANGE, b_range=y_range, output_range=sum_range)
+        m = quantized_mean(a, [1, 2], input_range=IN_RANGE, output_range=(-1.0, 191 / 64))
+        p = quantized_avg_pool(a, (2, 2), (2, 2), "VALID", input_range=IN_RANGE)
+        q = quantized_avg_pool(b, (3, 3), (2, 2), "SAME", input_range=y_range)
+        return s, m, p, q
+
+    assert _compare(build, x, y) == 1.0
+
+
+def test_multipliers_above_one():
+    """Effective multipliers > 1 (a positive shift: the left shift before the high multiply)."""
+    rng = np.random.default_rng(9)
+    x = (rng.integers(-5, 6, (32, 4, 4, 2)) * (2 / 255)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (1, 1, 2, 3)).astype(np.float32)
+    in_range = (-1.0, 1.0)
+
+    def build(t):
+        t = fake_quant(t, *in_range, ACT)
+        y = quantized_linear(lambda v, k: tf.nn.conv2d(v, k, 1, "SAME"), t, kernel, None, input_range=in_range,
+                             output_range=(-0.006, 0.005))
+        m = quantized_mean(t, [1, 2], input_range=in_range, output_range=(-0.001, 0.0012))
+        return y, m
+
+    assert _compare(build, x) == 1.0
+
+
+def test_per_tensor_conv_and_saturating_softmax():
+    rng, x = _case(11, (64, 6, 6, 3))
+    in_range = _range(x)
+    kernel = rng.normal(0, 0.3, (3, 3, 3, 4)).astype(np.float32)
+    out_range = _range(tf.nn.conv2d(x, kernel, 1, "SAME").numpy())
+    big = (-6000.0, 4000.0)            # beta * scale * 2^26 above 2^31 - 1: the capped multiplier
+
+    def build(t, u):
+        t = fake_quant(t, *in_range, ACT)
+        y = quantized_linear(lambda v, k: tf.nn.conv2d(v, k, 1, "SAME"), t, kernel, None, input_range=in_range,
+                             output_range=out_range, kernel_spec=QuantSpec.weight(per_channel=False))
+        return y, quantized_softmax(quantized_input(u, input_range=big), input_range=big)
+
+    logits = rng.uniform(-6000, 4000, (64, 10)).astype(np.float32)
+    logits[:, 3] = logits[:, 7] + rng.integers(0, 3, 64) * 40.0            # near-ties of the max
+    assert _compare(build, x, logits) == 1.0
+
+
+# ---- the mode contract -------------------------------------------------------------------------
+def _softmax_graph(t):
+    t = quantized_input(t, input_range=(-3.0, 5.0))
+    return quantized_softmax(t, input_range=(-3.0, 5.0))
+
+
+def test_exact_mode_is_plain_tf_ops():
+    sig = [tf.TensorSpec([None, 10], tf.float32)]
+
+    def exact_fn(t):
+        with simulation_mode("exact"):
+            return _softmax_graph(t)
+
+    graph = tf.function(exact_fn, input_signature=sig).get_concrete_function().graph.as_graph_def()
+    op_types = {n.op for n in graph.node}
+    assert not op_types & {"PyFunc", "EagerPyFunc", "PyFuncStateless"}, op_types
+    assert integer_kernels.has_emulation_ops(graph)
+    fake = tf.function(_softmax_graph, input_signature=sig).get_concrete_function().graph.as_graph_def()
+    assert not integer_kernels.has_emulation_ops(fake)
+
+
+def test_export_never_sees_the_emulation():
+    sig = [tf.TensorSpec([None, 10], tf.float32)]
+    reference = tfquant.inspect(tfquant.to_tflite(tf.function(_softmax_graph, input_signature=sig)))
+    with simulation_mode("exact"):      # to_tflite traces in "fake_quant" mode whatever the caller's
+        exported = tfquant.inspect(tfquant.to_tflite(tf.function(_softmax_graph, input_signature=sig)))
+    assert [op.op for op in exported.ops] == [op.op for op in reference.ops]
+    assert exported.float_ops == []
+    # A tf.function already traced in exact mode keeps that trace: refused, not converted.
+    stale = tf.function(_softmax_graph, input_signature=sig)
+    with simulation_mode("exact"):
+        stale.get_concrete_function()
+    with pytest.raises(ExportError, match="exact"):
+        tfquant.to_tflite(stale)

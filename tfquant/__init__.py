@@ -1,0 +1,22 @@
+"""tfquant: TensorFlow 2 / Keras 3 models to TFLite int8 models you can deploy with confidence.
+
+    import tfquant
+    tflite = tfquant.to_tflite(fake_quant_model, "model.tflite")
+    print(tfquant.inspect("model.tflite").table())
+    result = tfquant.verify("model.tflite", fake_quant_model, x, float_model=model)
+"""
+from tfquant.core import QuantSpec, quant_params, simulation_mode
+from tfquant.errors import (
+    DataError,
+    ExportError,
+    ModelFileError,
+    RangeError,
+    SpecError,
+    TFQuantError,
+)
+from tfquant.export import inspect, to_tflite, verify
+from tfquant.keras import QATConfig, calibrate, quantize_model
+from tfquant import ptq  # callable: tfquant.ptq(model, calibration, ...)
+from tfquant.ptq import PTQConfig, PTQResult
+
+__version__ = "0.1.0"

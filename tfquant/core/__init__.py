@@ -1,0 +1,46 @@
+"""tfquant.core: the quantization math every other package calls.
+
+`QuantSpec` says how a tensor is quantized; `quant_params` turns a range into the TFLite
+(scale, zero point) and the snapped FakeQuant range; `fake_quant` puts it in a graph; the range
+estimators turn observed values into ranges.
+"""
+from tfquant.core.fake_quant import (
+    fake_quant,
+    fake_quant_bias,
+    fake_quant_depthwise_kernel,
+    quant_scale,
+)
+from tfquant.core.quant_params import (
+    MIN_RANGE_WIDTH,
+    QuantParams,
+    converter_params,
+    dequantize,
+    quant_params,
+    quantize,
+    round_half_away,
+    snap_range,
+)
+from tfquant.core.range_estimators import (
+    ESTIMATORS,
+    CrossEntropyRange,
+    MinMaxRange,
+    MovingAverageMinMaxRange,
+    MSERange,
+    PercentileRange,
+    RangeEstimator,
+    bn_range,
+    fake_quant_np,
+    make_estimator,
+)
+from tfquant.core.spec import QuantSpec
+from tfquant.core.integer_kernels import get_simulation_mode, simulation_mode
+from tfquant.core.quantized_ops import (
+    SOFTMAX_RANGE,
+    kernel_range,
+    quantized_add,
+    quantized_avg_pool,
+    quantized_input,
+    quantized_linear,
+    quantized_mean,
+    quantized_softmax,
+)

@@ -1,0 +1,433 @@
+"""Bit-exact emulation of TFLite's *reference* int8 kernels, in TF ops.
+
+Float arithmetic followed by a FakeQuant rounds once, in float. TFLite's integer kernels round in
+fixed point, some twice (requantization is SaturatingRoundingDoublingHighMul then
+RoundingDivideByPOT), and MEAN, AVERAGE_POOL_2D, ADD and SOFTMAX have rounding rules of their own.
+The functions here take tensors already on their integer grids (fake-quantized floats) and return
+the float value of exactly the integer TFLite's reference kernels (`OpResolverType.BUILTIN_REF`)
+write, i.e. dequantize(int8 output). They are plain int64 / float64 TF ops: they run eagerly, in a
+`tf.function` and inside Keras layers. They carry no gradient of their own; callers (the
+`tfquant.core.quantized_ops`) return `straight_through(fake_quant_path, exact)`, whose value is
+the exact one and whose gradient is the fake-quant path's.
+
+Kernels emulated (sources: LiteRT `tflite/kernels/`, gemmlowp `fixedpoint/fixedpoint.h`):
+
+===================  ==========================================================================
+CONV_2D,             int32 accumulator of (q_in - zp_in) * q_w plus the int32 bias; per-channel
+DEPTHWISE_CONV_2D    multiplier QuantizeMultiplier(double(s_in) * double(s_w[c]) / double(s_out))
+                     (kernel_util.cc PopulateConvolutionQuantizationParams, also for per-tensor
+                     weights); MultiplyByQuantizedMultiplier with double rounding; + zp_out; clamp
+                     to the fused activation's range (CalculateActivationRangeQuantized).
+FULLY_CONNECTED      same accumulator; the reference kernel requantizes in double:
+                     round_half_away(double(acc) * (double(s_in) * double(s_w) / double(s_out)))
+                     (reference_integer_ops::FullyConnected with float scales, LiteRT >= 2025-04).
+ADD                  inputs (q - zp) << 20, each scaled by s_i / (2 max(s_a, s_b)), summed,
+                     scaled by 2 max(s_a, s_b) / (2^20 s_out), all with double rounding.
+MEAN (int8)          reference_ops::QuantizedMeanOrSum: int32 sum of (q - zp), multiplier
+                     QuantizeMultiplier(s_in / s_out) with 1 / count folded in (shifted by
+                     floor(log2 count), integer division), then MultiplyByQuantizedMultiplier.
+AVERAGE_POOL_2D      sum of the raw int8 values of the window's valid elements, divided by their
+                     count, rounded half away from zero (C++ integer division).
+SOFTMAX (int8)       gemmlowp fixed point: input scaled to Q5.26, exp_on_negative_values, sum in
+                     Q12.19, reciprocal by Newton-Raphson (GetReciprocal), output (1/256, -128).
+QUANTIZE             float32 x / float32 scale, rounded half away from zero, + zp, clamp.
+===================  ==========================================================================
+
+Every kernel is checked against the interpreter in tests/test_integer_kernels.py (100% equal).
+Integer accumulators are assumed not to overflow int32 (as TFLite assumes).
+
+The simulation mode
+-------------------
+A tfquant simulation can be built two ways, chosen by `simulation_mode` *when the graph is traced
+or the layer called*:
+
+- "fake_quant" (default): float ops and TF FakeQuant ops. Trainable, and the only thing the TFLite
+  converter may see: `tfquant.to_tflite` always traces under "fake_quant", whatever the caller's
+  mode, and refuses a graph already traced in "exact" mode (`has_emulation_ops`), so the
+  flatbuffer never contains emulation ops.
+- "exact": the same graph whose quantized ops return these kernels' values (with the fake-quant
+  gradient). `tfquant.verify` evaluates simulations under "exact".
+
+The mode is a context variable read at trace time: a `tf.function` traced once keeps the mode of
+its first trace (the trace cache does not see Python state), so give each mode its own
+`tf.function`, as `testdata/handbuilt_model.py` does:
+
+    fake = tf.function(lambda x: forward(x), input_signature=sig)      # export this one
+    def _exact(x):
+        with simulation_mode("exact"):
+            return forward(x)
+    exact = tf.function(_exact, input_signature=sig)                    # verify against this one
+
+Keras layers read the mode on each (eager) call: `with simulation_mode("exact"): model(x)`.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+MODES = ("fake_quant", "exact")
+_MODE: contextvars.ContextVar[str] = contextvars.ContextVar("tfquant_simulation_mode", default="fake_quant")
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT8_MIN, INT8_MAX = -128, 127
+ADD_LEFT_SHIFT = 20                       # add.cc: left_shift for 8-bit inputs
+SOFTMAX_OUTPUT_SCALE, SOFTMAX_OUTPUT_ZERO_POINT = 1.0 / 256.0, -128
+STE_OP_NAME = "exact_ste"                 # the straight-through op of every exact-mode result
+
+IntLike = Union[int, np.ndarray, tf.Tensor]
+
+
+@contextlib.contextmanager
+def simulation_mode(mode: str) -> Iterator[None]:
+    """Within this block, tfquant's quantized ops build the `mode` simulation.
+
+    "fake_quant": float ops and FakeQuant (trainable; what the converter reads);
+    "exact": the values TFLite's reference integer kernels produce (gradient passes straight
+    through to the fake-quant path). Read when a graph is traced or a layer called.
+    """
+    if mode not in MODES:
+        raise ValueError(f"simulation mode must be one of {MODES}, got {mode!r}.")
+    token = _MODE.set(mode)
+    try:
+        yield
+    finally:
+        _MODE.reset(token)
+
+
+def get_simulation_mode() -> str:
+    """The current simulation mode: "fake_quant" (default) or "exact"."""
+    return _MODE.get()
+
+
+# ---- fixed-point primitives (int64 tensors holding int32 values) ------------------------------
+def quantize_multiplier(real_multiplier) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's QuantizeMultiplier: real = q * 2^(shift - 31) with q an int32 in [2^30, 2^31).
+
+    frexp, q = round_half_away(mantissa * 2^31); a q of 2^31 is halved and the shift bumped; 0
+    and multipliers below ~2^-32 (shift < -31) give (0, 0). Element-wise on a scalar or array
+    (numpy; the double computation is the kernels' own). Returns int64 arrays (q, shift).
+
+        >>> quantize_multiplier(0.75)
+        (array(1610612736), array(0))
+    """
+    real = np.asarray(real_multiplier, np.float64)
+    mantissa, shift = np.frexp(real)
+    q = np.sign(mantissa) * np.floor(np.abs(mantissa) * 2.0**31 + 0.5)   # exact: |m| 2^31 < 2^31
+    bump = np.abs(q) == 2.0**31
+    q = np.where(bump, q / 2, q)
+    shift = np.where(bump, shift + 1, shift)
+    zero = (shift < -31) | (real == 0)
+    q = np.where(zero, 0, q)
+    shift = np.where(zero, 0, shift)
+    return q.astype(np.int64), shift.astype(np.int64)
+
+
+def _i64(v: IntLike) -> tf.Tensor:
+    return tf.cast(v, tf.int64) if isinstance(v, (tf.Tensor, tf.Variable)) else tf.constant(np.asarray(v), tf.int64)
+
+
+def wrap_int32(x: tf.Tensor) -> tf.Tensor:
+    """Two's-complement wrap of int64 values to int32 (what an overflowing int32 op leaves)."""
+    return tf.math.floormod(x - INT32_MIN, tf.constant(2**32, tf.int64)) + INT32_MIN
+
+
+def saturating_rounding_doubling_high_mul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int32 values: (a b + nudge) / 2^31 truncated,
+    nudge = 2^30 if a b >= 0 else 1 - 2^30; a == b == INT32_MIN saturates to INT32_MAX."""
+    a, b = _i64(a), _i64(b)
+    ab = a * b
+    nudge = tf.where(ab >= 0, tf.constant(1 << 30, tf.int64), tf.constant(1 - (1 << 30), tf.int64))
+    high = tf.truncatediv(ab + nudge, tf.constant(1 << 31, tf.int64))
+    overflow = tf.logical_and(tf.equal(a, INT32_MIN), tf.equal(b, INT32_MIN))
+    return tf.where(overflow, tf.constant(INT32_MAX, tf.int64), high)
+
+
+def rounding_divide_by_pot(x: tf.Tensor, exponent: IntLike) -> tf.Tensor:
+    """gemmlowp RoundingDivideByPOT: x / 2^exponent, ties away from zero (0 <= exponent <= 31)."""
+    x, exponent = _i64(x), _i64(exponent)
+    one = tf.constant(1, tf.int64)
+    mask = tf.bitwise.left_shift(one, exponent) - one
+    remainder = tf.bitwise.bitwise_and(x, mask)
+    threshold = tf.bitwise.right_shift(mask, one) + tf.cast(x < 0, tf.int64)
+    return tf.bitwise.right_shift(x, exponent) + tf.cast(remainder > threshold, tf.int64)
+
+
+def saturating_left_shift(x: tf.Tensor, exponent: int) -> tf.Tensor:
+    """gemmlowp SaturatingRoundingMultiplyByPOT<exponent > 0> on int32 values."""
+    return tf.clip_by_value(tf.bitwise.left_shift(_i64(x), tf.constant(exponent, tf.int64)), INT32_MIN, INT32_MAX)
+
+
+def multiply_by_quantized_multiplier(acc: tf.Tensor, multiplier: IntLike, shift: IntLike) -> tf.Tensor:
+    """TFLite's MultiplyByQuantizedMultiplier(int32 x, multiplier, shift), default (double-rounding)
+    build: RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^max(shift, 0), multiplier),
+    max(-shift, 0)); the left shift wraps in int32 as the kernel's does.
+
+    `acc` is an int64 tensor of int32 values; `multiplier` / `shift` scalars or per-channel vectors
+    (from `quantize_multiplier`) broadcasting against `acc`'s last axis. Returns int64.
+    """
+    multiplier, shift = _i64(multiplier), _i64(shift)
+    zero = tf.constant(0, tf.int64)
+    left = tf.maximum(shift, zero)
+    right = tf.maximum(-shift, zero)
+    shifted = wrap_int32(tf.bitwise.left_shift(_i64(acc), left))
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+def round_half_away_exact(v: tf.Tensor) -> tf.Tensor:
+    """std::round (ties away from zero) on a float tensor, exact for every value (floor(|v| + 0.5)
+    misrounds 0.49999999999999994)."""
+    a = tf.abs(v)
+    r = tf.floor(a)
+    r = r + tf.cast(a - r >= 0.5, v.dtype)        # a - floor(a) is exact
+    return tf.sign(v) * r
+
+
+def straight_through(fake: tf.Tensor, exact: tf.Tensor) -> tf.Tensor:
+    """Forward value `exact`, gradient of `fake`: fake + stop_gradient(exact - fake).
+
+    The op is named `STE_OP_NAME`, which marks a graph as an exact simulation (`has_emulation_ops`).
+    """
+    return tf.add(fake, tf.stop_gradient(tf.cast(exact, fake.dtype) - fake), name=STE_OP_NAME)
+
+
+def has_emulation_ops(graph_def) -> bool:
+    """Whether a GraphDef (or its function library) holds exact-simulation ops: such a graph was
+    traced under simulation_mode("exact") and must not reach the TFLite converter."""
+    names = [n.name for n in graph_def.node]
+    names += [n.name for f in graph_def.library.function for n in f.node_def]
+    return any(name.rsplit("/", 1)[-1].startswith(STE_OP_NAME) for name in names)
+
+
+# ---- grids -----------------------------------------------------------------------------------
+def _grid(x: tf.Tensor, scale, zero_point: IntLike = 0) -> tf.Tensor:
+    """The integers of a tensor already on its grid, round(x / scale) + zero_point, as int64."""
+    return tf.cast(tf.round(tf.cast(x, tf.float64) / np.asarray(scale, np.float64)), tf.int64) + zero_point
+
+
+def _to_float(q: tf.Tensor, scale, zero_point: int) -> tf.Tensor:
+    """dequantize(q) = (q - zero_point) * scale, as float32."""
+    return tf.cast((tf.cast(q, tf.float64) - zero_point) * np.float64(scale), tf.float32)
+
+
+def _quantize_scalar(value: float, scale: float, zero_point: int) -> int:
+    """kernel_util.cc Quantize: zero_point + std::round(float(value) / float(scale))."""
+    v = np.float32(value) / np.float32(scale)                 # float32 division, as the kernel
+    a = np.abs(np.float64(v))
+    r = np.floor(a) + (a - np.floor(a) >= 0.5)
+    return int(zero_point + np.sign(v) * r)
+
+
+def activation_bounds(activation: Optional[str], scale: float, zero_point: int,
+                      qmin: int = INT8_MIN, qmax: int = INT8_MAX) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized: the integer clamp of a fused None / "relu" / "relu6"."""
+    if activation is None:
+        return qmin, qmax
+    if activation not in ("relu", "relu6"):
+        raise ValueError(f"Unsupported fused activation {activation!r} (None, 'relu' or 'relu6').")
+    lo = max(qmin, _quantize_scalar(0.0, scale, zero_point))
+    hi = qmax if activation == "relu" else min(qmax, _quantize_scalar(6.0, scale, zero_point))
+    return lo, hi
+
+
+# ---- kernels -----------------------------------------------------------------------------------
+def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel_q: tf.Tensor,
+           bias: Optional[tf.Tensor], *, input_scale: float, input_zero_point: int,
+           kernel_scale, output_scale: float, output_zero_point: int,
+           activation: Optional[str] = None, fully_connected: bool = False,
+           depthwise: bool = False) -> tf.Tensor:
+    """CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED as the reference kernels compute them.
+
+    Args:
+      op: the float op, e.g. `lambda x, w: tf.nn.conv2d(x, w, 1, "SAME")`, `tf.matmul`; it is run
+        in float64 on integer-valued tensors (exact: every partial sum is below 2^53). Zero padding
+        of (q - zp_in) is what the kernels do.
+      x: the input, already on its grid: x = (q - input_zero_point) * input_scale.
+      kernel_q: the fake-quantized kernel, output channel last ([H, W, C, M] for depthwise).
+      bias: the float bias (or None), rounded here to int32 with scale input_scale * kernel_scale.
+      input_scale, output_scale: float32 scales as in the flatbuffer (`quant_params(...).scale`).
+      kernel_scale: per-tensor scalar or per-output-channel vector (C * M for depthwise).
+      activation: the fused activation, None / "relu" / "relu6".
+      fully_connected: FULLY_CONNECTED's double-precision requantization instead of the conv's
+        fixed-point MultiplyByQuantizedMultiplier.
+      depthwise: `kernel_q` is a depthwise kernel [H, W, C, M].
+
+    Returns the float32 value of the int8 output.
+    """
+    s_in = np.float32(input_scale)
+    s_w = np.asarray(kernel_scale, np.float32).reshape(-1)
+    s_out = np.float32(output_scale)
+    xi = tf.cast(_grid(x, s_in), tf.float64)                                  # q_in - zp_in
+    w_scale_shape = list(kernel_q.shape[-2:]) if depthwise and s_w.size > 1 else [-1]
+    wi = tf.cast(_grid(kernel_q, s_w.reshape(w_scale_shape)), tf.float64)     # int8 weights
+    acc = tf.cast(op(xi, wi), tf.int64)
+    if bias is not None:
+        bias_scale = np.float64(s_in) * s_w.astype(np.float64)
+        acc = acc + tf.cast(round_half_away_exact(tf.cast(bias, tf.float64) / bias_scale), tf.int64)
+    # Effective multiplier per output channel, double from the float32 scales, (s_in * s_w) / s_out.
+    effective = (np.float64(s_in) * s_w.astype(np.float64)) / np.float64(s_out)
+    if effective.size == 1:
+        effective = effective.reshape(())
+    if fully_connected:
+        scaled = round_half_away_exact(tf.cast(acc, tf.float64) * effective)
+        q = tf.cast(tf.clip_by_value(scaled, INT32_MIN, INT32_MAX), tf.int64)
+    else:
+        multiplier, shift = quantize_multiplier(effective)
+        q = multiply_by_quantized_multiplier(acc, multiplier, shift)
+    lo, hi = activation_bounds(activation, s_out, output_zero_point)
+    return _to_float(tf.clip_by_value(q + output_zero_point, lo, hi), s_out, output_zero_point)
+
+
+def add(a: tf.Tensor, b: tf.Tensor, *, a_scale: float, a_zero_point: int, b_scale: float,
+        b_zero_point: int, output_scale: float, output_zero_point: int,
+        activation: Optional[str] = None) -> tf.Tensor:
+    """ADD (int8, broadcasting) with add.cc's general rescaling: (q - zp) << 20, three
+    multipliers from QuantizeMultiplierSmallerThanOneExp, double rounding. `a`, `b` on their grids."""
+    s_a, s_b, s_out = np.float32(a_scale), np.float32(b_scale), np.float32(output_scale)
+    twice_max = np.float64(np.float32(2) * max(s_a, s_b))                    # float, then double
+    m_a, sh_a = quantize_multiplier(np.float64(s_a) / twice_max)
+    m_b, sh_b = quantize_multiplier(np.float64(s_b) / twice_max)
+    m_o, sh_o = quantize_multiplier(twice_max / np.float64(np.float32(1 << ADD_LEFT_SHIFT) * s_out))
+    qa = _grid(a, s_a) * (1 << ADD_LEFT_SHIFT)                                # (q - zp) << 20
+    qb = _grid(b, s_b) * (1 << ADD_LEFT_SHIFT)
+    total = multiply_by_quantized_multiplier(qa, m_a, sh_a) + multiply_by_quantized_multiplier(qb, m_b, sh_b)
+    q = multiply_by_quantized_multiplier(total, m_o, sh_o) + output_zero_point
+    lo, hi = activation_bounds(activation, s_out, output_zero_point)
+    return _to_float(tf.clip_by_value(q, lo, hi), s_out, output_zero_point)
+
+
+def mean(x: tf.Tensor, axis: Sequence[int], *, input_scale: float, input_zero_point: int,
+         output_scale: float, output_zero_point: int, keepdims: bool = False) -> tf.Tensor:
+    """MEAN over `axis` (e.g. [1, 2]: global average pooling), reference QuantizedMeanOrSum.
+
+    The reduced dimensions must be static. `x` on its grid."""
+    s_in, s_out = np.float32(input_scale), np.float32(output_scale)
+    rank = x.shape.rank
+    axes = sorted({int(a) % rank for a in axis})
+    dims = [x.shape[a] for a in axes]
+    if any(d is None for d in dims):
+        raise ValueError(f"exact MEAN needs static sizes on the reduced axes, got shape {x.shape}.")
+    count = int(np.prod(dims))
+    multiplier, shift = (int(v) for v in quantize_multiplier(np.float64(s_in) / np.float64(s_out)))
+    extra = min(count.bit_length() - 1, 32, 31 + shift)                       # fold 1 / count in
+    multiplier = (multiplier << extra) // count
+    shift -= extra
+    total = tf.reduce_sum(_grid(x, s_in), axis=axes, keepdims=keepdims)       # sum of (q - zp)
+    q = multiply_by_quantized_multiplier(total, multiplier, shift) + output_zero_point
+    return _to_float(tf.clip_by_value(q, INT8_MIN, INT8_MAX), s_out, output_zero_point)
+
+
+def avg_pool(x: tf.Tensor, ksize: tuple[int, int], strides: tuple[int, int], padding: str, *,
+             scale: float, zero_point: int) -> tf.Tensor:
+    """AVERAGE_POOL_2D (NHWC; same scale and zero point in and out): the sum of the raw int8
+    values of the window's valid elements over their count, rounded half away from zero."""
+    s = np.float32(scale)
+    q = tf.cast(_grid(x, s, zero_point), tf.float64)                          # raw int8 values
+    kh, kw = ksize
+    window = tf.ones([kh, kw, x.shape[-1], 1], tf.float64)
+    pool_strides = [1, *strides, 1]
+    total = tf.nn.depthwise_conv2d(q, window, pool_strides, padding)          # exact integers
+    count = tf.nn.depthwise_conv2d(tf.ones_like(q[..., :1]), tf.ones([kh, kw, 1, 1], tf.float64),
+                                   pool_strides, padding)
+    total, count = tf.cast(tf.round(total), tf.int64), tf.cast(tf.round(count), tf.int64)
+    half = tf.math.floordiv(count, 2)
+    # C++ (acc +/- count / 2) / count truncates toward zero.
+    avg = tf.where(total > 0, tf.truncatediv(total + half, count), tf.truncatediv(total - half, count))
+    return _to_float(tf.clip_by_value(avg, INT8_MIN, INT8_MAX), s, zero_point)
+
+
+def quantize(x: tf.Tensor, *, scale: float, zero_point: int) -> tf.Tensor:
+    """QUANTIZE (float to int8, reference AffineQuantize): round_half_away(float32 x / float32
+    scale) + zero_point, clamped."""
+    v = tf.cast(x, tf.float32) / np.float32(scale)
+    v = tf.clip_by_value(round_half_away_exact(v), -(2.0**30), 2.0**30)     # clamps below anyway
+    q = tf.cast(v, tf.int64) + zero_point
+    return _to_float(tf.clip_by_value(q, INT8_MIN, INT8_MAX), np.float32(scale), zero_point)
+
+
+# ---- SOFTMAX: gemmlowp fixed point --------------------------------------------------------------
+_SOFTMAX_INTEGER_BITS = 5          # input differences in Q5.26
+_SOFTMAX_ACCUMULATION_BITS = 12    # sum of exps in Q12.19
+
+
+def _exp_on_interval(a: tf.Tensor) -> tf.Tensor:
+    """gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl on Q0.31 raws."""
+    constant_term, one_third = 1895147668, 715827883         # exp(-1/8), 1/3 in Q0.31
+    x = a + (1 << 28)                                          # x = a + 1/8
+    x2 = saturating_rounding_doubling_high_mul(x, x)
+    x3 = saturating_rounding_doubling_high_mul(x2, x)
+    x4 = saturating_rounding_doubling_high_mul(x2, x2)
+    x4_over_4 = rounding_divide_by_pot(x4, 2)
+    poly = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x4_over_4 + x3, one_third) + x2, 1)
+    return constant_term + saturating_rounding_doubling_high_mul(constant_term, x + poly)
+
+
+def _exp_on_negative_values(a: tf.Tensor) -> tf.Tensor:
+    """gemmlowp exp_on_negative_values: Q5.26 raw a <= 0 to Q0.31 raw exp(a)."""
+    integer_bits = _SOFTMAX_INTEGER_BITS
+    fractional_bits = 31 - integer_bits
+    one_quarter = 1 << (fractional_bits - 2)
+    a_mod = tf.bitwise.bitwise_and(a, tf.constant(one_quarter - 1, tf.int64)) - one_quarter
+    result = _exp_on_interval(saturating_left_shift(a_mod, integer_bits))    # Rescale<0>
+    remainder = a_mod - a
+    for exponent, multiplier in ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+                                 (2, 39332535), (3, 720401), (4, 242)):      # exp(-2^exponent)
+        if integer_bits > exponent:
+            bit = tf.constant(1 << (fractional_bits + exponent), tf.int64)
+            hit = tf.not_equal(tf.bitwise.bitwise_and(remainder, bit), 0)
+            result = tf.where(hit, saturating_rounding_doubling_high_mul(result, multiplier), result)
+    return tf.where(tf.equal(a, 0), tf.constant(INT32_MAX, tf.int64), result)
+
+
+def _one_over_one_plus_x(a: tf.Tensor) -> tf.Tensor:
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1 (Newton-Raphson), Q0.31 raws, a >= 0."""
+    half_denominator = tf.bitwise.right_shift(a + INT32_MAX + 1, tf.constant(1, tf.int64))  # RoundingHalfSum(a, 1)
+    x = 1515870810 + saturating_rounding_doubling_high_mul(half_denominator, -1010580540)   # 48/17 - 32/17 d (Q2.29)
+    for _ in range(3):
+        one_minus = (1 << 29) - saturating_rounding_doubling_high_mul(half_denominator, x)
+        x = x + saturating_left_shift(saturating_rounding_doubling_high_mul(x, one_minus), 2)
+    return saturating_left_shift(x, 1)                         # Rescale<0>(ExactMulByPot<-1>(x))
+
+
+def _bit_length(v: tf.Tensor) -> tf.Tensor:
+    """Number of significant bits of non-negative int64 values below 2^32."""
+    powers = tf.constant([1 << i for i in range(32)], tf.int64)
+    return tf.reduce_sum(tf.cast(v[..., None] >= powers, tf.int64), axis=-1)
+
+
+def softmax_int8(q: tf.Tensor, input_scale: float, beta: float = 1.0) -> tf.Tensor:
+    """The reference int8 SOFTMAX over the last axis: raw int8 inputs (int64 tensor) to raw int8
+    outputs on (1/256, -128), as int64."""
+    # PreprocessSoftmaxScaling: beta * scale * 2^26 in double, capped, QuantizeMultiplierGreaterThanOne.
+    beta_scale = np.float64(np.float32(beta)) * np.float64(np.float32(input_scale))
+    real = min(beta_scale * float(1 << (31 - _SOFTMAX_INTEGER_BITS)), float(INT32_MAX))
+    multiplier, left_shift = (int(v) for v in quantize_multiplier(real))
+    # CalculateInputRadius(5, left_shift, 15) in double, floored.
+    diff_min = -int(np.floor(((1 << _SOFTMAX_INTEGER_BITS) - 1) * float(1 << (31 - _SOFTMAX_INTEGER_BITS))
+                             / float(1 << left_shift)))
+    q = _i64(q)
+    diff = q - tf.reduce_max(q, axis=-1, keepdims=True)
+    used = diff >= diff_min
+    diff = tf.where(used, diff, tf.zeros_like(diff))              # keeps the products in range
+    scaled = saturating_rounding_doubling_high_mul(diff * (1 << left_shift), multiplier)   # Q5.26
+    exps = _exp_on_negative_values(scaled)                                                 # Q0.31
+    in_accumulator = rounding_divide_by_pot(exps, _SOFTMAX_ACCUMULATION_BITS)              # Rescale<12>
+    total = tf.reduce_sum(tf.where(used, in_accumulator, tf.zeros_like(in_accumulator)), axis=-1, keepdims=True)
+    # GetReciprocal: headroom = CountLeadingZeros(uint32 total).
+    headroom = 32 - _bit_length(total)
+    bits_over_unit = _SOFTMAX_ACCUMULATION_BITS - headroom
+    shifted_minus_one = tf.bitwise.left_shift(total, headroom) - (1 << 31)                 # in [0, 2^31)
+    reciprocal = _one_over_one_plus_x(shifted_minus_one)
+    exponent = bits_over_unit + 31 - 8
+    out = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(reciprocal, exps), exponent) + INT8_MIN
+    return tf.where(used, tf.clip_by_value(out, INT8_MIN, INT8_MAX), tf.constant(INT8_MIN, tf.int64))
+
+
+def softmax(logits: tf.Tensor, *, input_scale: float, input_zero_point: int, beta: float = 1.0) -> tf.Tensor:
+    """SOFTMAX of int8 logits (on their grid) onto TFLite's fixed grid (1/256, -128), as float32."""
+    q = _grid(logits, np.float32(input_scale), input_zero_point)
+    out = softmax_int8(q, input_scale, beta)
+    return _to_float(out, np.float32(SOFTMAX_OUTPUT_SCALE), SOFTMAX_OUTPUT_ZERO_POINT)

@@ -1,0 +1,165 @@
+"""Quantized ops as the simulation computes them: fake-quant graph or bit-exact integers.
+
+These are the building blocks of every tfquant simulation (QAT layers, PTQ graphs, test models).
+In "fake_quant" mode (default; training and export) each is float math followed by TF FakeQuant
+ops, which the converter lowers to the int8 kernel. In "exact" mode (`simulation_mode("exact")`)
+each returns exactly what TFLite's reference kernel writes, with the fake-quant gradient.
+
+    y = quantized_linear(conv, x, kernel, bias, input_range=(lo, hi), output_range=(0.0, 6.0),
+                         activation="relu6")
+    z = quantized_add(y, r, a_range=..., b_range=..., output_range=...)
+
+Ranges are (min, max) pairs, snapped here through `quant_params`; in "exact" mode they must be
+known when the op runs (constants, or variables read eagerly).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfquant.core import integer_kernels
+from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_depthwise_kernel, quant_scale
+from tfquant.core.quant_params import quant_params
+from tfquant.core.spec import QuantSpec
+from tfquant.errors import SpecError
+
+ACTIVATION = QuantSpec.activation()
+SOFTMAX_RANGE = (0.0, 255.0 / 256.0)   # TFLite's fixed softmax output: scale 1/256, zero point -128
+
+_ACTIVATIONS: dict[Optional[str], Callable] = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
+
+
+def _static(v) -> np.ndarray:
+    if isinstance(v, (tf.Variable, tf.Tensor)):
+        if not tf.executing_eagerly():
+            value = tf.get_static_value(v)
+            if value is None:
+                raise SpecError("The exact simulation needs ranges known when it runs: call the model "
+                                "eagerly (model(x), not inside a tf.function) or use constant ranges.")
+            return np.asarray(value)
+        return v.numpy()
+    return np.asarray(v)
+
+
+def _params(rng, spec: QuantSpec):
+    lo, hi = rng
+    return quant_params(_static(lo), _static(hi), spec)
+
+
+def is_exact() -> bool:
+    return integer_kernels.get_simulation_mode() == "exact"
+
+
+def quantized_input(x, *, input_range):
+    """A float model input onto its int8 grid (TFLite's QUANTIZE op at the model's edge)."""
+    fake = fake_quant(x, *input_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    p = _params(input_range, ACTIVATION)
+    exact = integer_kernels.quantize(x, scale=p.scale, zero_point=int(p.zero_point))
+    return integer_kernels.straight_through(fake, exact)
+
+
+def kernel_range(kernel, depthwise: bool = False, per_channel: bool = True):
+    """Symmetric last-value range of a kernel: per output channel (last axis; C*M for depthwise)."""
+    if _is_concrete(kernel):   # a constant, or a variable read eagerly: numpy, static
+        k = np.asarray(kernel)
+        r = np.abs(k).max() if not per_channel else np.abs(k.reshape(-1, k.shape[-1] if not depthwise
+                                                                      else k.shape[-2] * k.shape[-1])).max(0)
+        return -r, r
+    kernel = tf.convert_to_tensor(kernel)
+    if not per_channel:
+        r = tf.reduce_max(tf.abs(kernel))
+        return -r, r
+    if depthwise:
+        h, w, c, m = kernel.shape
+        r = tf.reduce_max(tf.abs(tf.reshape(kernel, [h * w, c * m])), axis=0)
+    else:
+        r = tf.reduce_max(tf.abs(tf.reshape(kernel, [-1, kernel.shape[-1]])), axis=0)
+    return -r, r
+
+
+def _is_concrete(v) -> bool:
+    if isinstance(v, np.ndarray):
+        return True
+    if isinstance(v, tf.Variable):
+        return tf.executing_eagerly()
+    return isinstance(v, tf.Tensor) and not tf.is_symbolic_tensor(v)
+
+
+def quantized_linear(op: Callable, x, kernel, bias, *, input_range, output_range,
+                     kernel_spec: QuantSpec = QuantSpec.weight(), activation: Optional[str] = None,
+                     depthwise: bool = False, fully_connected: bool = False, kernel_range_=None):
+    """act(op(x, Q(kernel)) + Q(bias)) on the output grid. `x` must already be on its grid.
+
+    `op(x, w)` is the float op (conv2d, depthwise_conv2d, matmul); `kernel` the float kernel with
+    the output channel last ([H, W, C, M] for depthwise); `bias` may be None.
+    """
+    if fully_connected and kernel_spec.per_channel:
+        raise SpecError("FULLY_CONNECTED weights must be per-tensor: the converter cannot carry a "
+                        "per-channel FakeQuant through the transpose it inserts.")
+    k_lo, k_hi = kernel_range_ if kernel_range_ is not None else kernel_range(kernel, depthwise, kernel_spec.per_channel)
+    if depthwise:
+        kernel_q = fake_quant_depthwise_kernel(kernel, k_lo, k_hi, kernel_spec)
+    else:
+        kernel_q = fake_quant(kernel, k_lo, k_hi, kernel_spec)
+    y = op(x, kernel_q)
+    if bias is not None:
+        y = y + fake_quant_bias(bias, quant_scale(*input_range, ACTIVATION), quant_scale(k_lo, k_hi, kernel_spec))
+    fake = fake_quant(_ACTIVATIONS[activation](y), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    p_in, p_out = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
+    p_w = quant_params(_static(k_lo), _static(k_hi), kernel_spec)
+    exact = integer_kernels.linear(
+        op, x, kernel_q, bias, input_scale=p_in.scale, input_zero_point=int(p_in.zero_point),
+        kernel_scale=p_w.scale, output_scale=p_out.scale, output_zero_point=int(p_out.zero_point),
+        activation=activation, fully_connected=fully_connected, depthwise=depthwise)
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_add(a, b, *, a_range, b_range, output_range, activation: Optional[str] = None):
+    """ADD of two tensors on their grids, onto the output grid."""
+    fake = fake_quant(_ACTIVATIONS[activation](a + b), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pa, pb, po = (_params(r, ACTIVATION) for r in (a_range, b_range, output_range))
+    exact = integer_kernels.add(a, b, a_scale=pa.scale, a_zero_point=int(pa.zero_point), b_scale=pb.scale,
+                                b_zero_point=int(pb.zero_point), output_scale=po.scale,
+                                output_zero_point=int(po.zero_point), activation=activation)
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_mean(x, axis, *, input_range, output_range, keepdims: bool = False):
+    """MEAN over `axis` (global average pooling), onto its own output grid."""
+    fake = fake_quant(tf.reduce_mean(x, axis=axis, keepdims=keepdims), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
+    exact = integer_kernels.mean(x, list(axis), input_scale=pi.scale, input_zero_point=int(pi.zero_point),
+                                 output_scale=po.scale, output_zero_point=int(po.zero_point), keepdims=keepdims)
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_avg_pool(x, pool_size, strides, padding: str, *, input_range):
+    """AVERAGE_POOL_2D: output shares the input's grid (one quantizer, as TFLite requires)."""
+    fake = fake_quant(tf.nn.avg_pool2d(x, pool_size, strides, padding), *input_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    p = _params(input_range, ACTIVATION)
+    exact = integer_kernels.avg_pool(x, tuple(pool_size), tuple(strides), padding, scale=p.scale,
+                                     zero_point=int(p.zero_point))
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_softmax(logits, *, input_range=None):
+    """SOFTMAX onto TFLite's fixed output grid (1/256, -128). In "exact" mode (which needs the
+    logits' `input_range`) the reference kernel's gemmlowp fixed-point arithmetic is emulated."""
+    fake = fake_quant(tf.nn.softmax(logits), *SOFTMAX_RANGE, ACTIVATION)
+    if not is_exact() or input_range is None:
+        return fake
+    p = _params(input_range, ACTIVATION)
+    exact = integer_kernels.softmax(logits, input_scale=p.scale, input_zero_point=int(p.zero_point))
+    return integer_kernels.straight_through(fake, exact)

@@ -1,0 +1,161 @@
+"""`to_tflite`: a FakeQuant graph (Keras model or concrete function) to an int8 flatbuffer.
+
+    >>> tflite_bytes = to_tflite(qat_model)                      # float I/O, int8 inside
+    >>> to_tflite(qat_model, "model.tflite", int8_io=True)       # int8 I/O, written atomically
+
+The converter runs in QAT mode: every scale comes from a FakeQuant op's constant range, so the
+graph must carry FakeQuant ops (tfquant's QAT and PTQ both produce them). A graph without any
+is refused: converting it would silently produce a float model.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from tfquant.core.integer_kernels import has_emulation_ops, simulation_mode
+from tfquant.errors import ExportError
+from tfquant.io_utils import write_bytes_atomic
+
+FAKE_QUANT_OPS = frozenset({
+    "FakeQuantWithMinMaxVars",
+    "FakeQuantWithMinMaxVarsPerChannel",
+    "FakeQuantWithMinMaxArgs",
+    "QuantizeAndDequantizeV2",
+    "QuantizeAndDequantizeV3",
+    "QuantizeAndDequantizeV4",
+})
+
+Exportable = Union[tf.keras.Model, "tf.types.experimental.ConcreteFunction", "tf.types.experimental.PolymorphicFunction"]
+
+
+def _keras_concrete_function(model) -> tf.types.experimental.ConcreteFunction:
+    inputs = model.inputs
+    if not inputs:
+        raise ExportError(
+            f"Keras model {model.name!r} has no defined inputs: build it with keras.Input "
+            "(Functional or Sequential with an input shape) before exporting.")
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in inputs]
+
+    if len(specs) == 1:
+        @tf.function(input_signature=specs, autograph=False)
+        def serve(x):
+            return model(x, training=False)
+    else:
+        @tf.function(input_signature=specs, autograph=False)
+        def serve(*xs):
+            return model(list(xs), training=False)
+    return serve.get_concrete_function()
+
+
+def concrete_function_of(graph: Exportable) -> tf.types.experimental.ConcreteFunction:
+    """The concrete function to convert for a Keras model, tf.function or concrete function."""
+    import keras  # local: export knows Keras only as an input type
+
+    if isinstance(graph, keras.Model):
+        return _keras_concrete_function(graph)
+    if isinstance(graph, tf.types.experimental.ConcreteFunction):
+        return graph
+    if isinstance(graph, tf.types.experimental.PolymorphicFunction):
+        if graph.input_signature is None:
+            raise ExportError(
+                "to_tflite got a tf.function without an input_signature: give one "
+                "(@tf.function(input_signature=[tf.TensorSpec(...)])) or pass a concrete function.")
+        return graph.get_concrete_function()
+    raise ExportError(
+        f"to_tflite cannot export a {type(graph).__name__}: pass a Keras model, a tf.function "
+        "with an input_signature, or a concrete function.")
+
+
+def fake_quant_nodes(graph_def: tf.compat.v1.GraphDef) -> list:
+    """Every FakeQuant / QuantizeAndDequantize node in a GraphDef and its function library."""
+    nodes = [n for n in graph_def.node if n.op in FAKE_QUANT_OPS]
+    for fn in graph_def.library.function:
+        nodes.extend(n for n in fn.node_def if n.op in FAKE_QUANT_OPS)
+    return nodes
+
+
+def _check_activation_bits(fn) -> None:
+    """Refuse activation FakeQuants the int8 kernels cannot honour.
+
+    The converter stores activations as int8 (or int4, which few kernels run) whatever a
+    FakeQuant's num_bits says: a 5-bit activation FakeQuant would silently get an 8-bit scale
+    on the device. Weights (FakeQuants fed only by constants and variables) may use 4..8 bits.
+    """
+    graph = fn.graph
+    inputs = {t.op.name for t in fn.inputs if t.dtype != tf.resource}
+
+    def fed_by_data(tensor, seen) -> bool:
+        op = tensor.op
+        if op.name in inputs:
+            return True
+        if op.name in seen:
+            return False
+        seen.add(op.name)
+        return any(fed_by_data(t, seen) for t in op.inputs if t.dtype != tf.resource)
+
+    for op in graph.get_operations():
+        if op.type not in FAKE_QUANT_OPS or "num_bits" not in op.node_def.attr:
+            continue
+        bits = op.get_attr("num_bits")
+        if bits < 4:
+            raise ExportError(
+                f"FakeQuant {op.name!r} uses {bits} bits: the TFLite converter writes a wrong zero "
+                "point for weights under 4 bits (int4 storage). Use 4..8-bit weights.")
+        if bits != 8 and fed_by_data(op.inputs[0], set()):
+            raise ExportError(
+                f"FakeQuant {op.name!r} quantizes an activation to {bits} bits, but TFLite's int8 "
+                "kernels run 8-bit activations (the converter would silently use an 8-bit scale). "
+                "Use 8-bit activations; weights may use 4..8 bits.")
+
+
+def to_tflite(graph: Exportable, path: Optional[Union[str, os.PathLike]] = None, *,
+              int8_io: bool = False) -> bytes:
+    """Convert a FakeQuant graph to a TFLite flatbuffer with int8 kernels.
+
+    Args:
+      graph: a Keras model, a tf.function with an input_signature, or a concrete function.
+      path: if given, the flatbuffer is also written there atomically.
+      int8_io: make the model's inputs and outputs int8 (otherwise float, with QUANTIZE /
+        DEQUANTIZE at the edges).
+
+    Returns the flatbuffer bytes. Raises `ExportError` for a graph without FakeQuant ops or
+    one the converter rejects.
+    """
+    with simulation_mode("fake_quant"):   # the converter must see FakeQuant ops, not emulation
+        fn = concrete_function_of(graph)
+    nodes = fake_quant_nodes(fn.graph.as_graph_def())
+    if has_emulation_ops(fn.graph.as_graph_def()):
+        raise ExportError(
+            "The graph holds exact-simulation ops (it was traced under simulation_mode('exact')): "
+            "export a tf.function traced in 'fake_quant' mode (see tfquant.core.integer_kernels).")
+    if not nodes:
+        raise ExportError(
+            "The graph has no FakeQuant ops, so it would convert to a float model. Quantize it "
+            "first: tfquant.quantize_model(model) for QAT, or tfquant.ptq(...) for "
+            "post-training quantization.")
+    _check_activation_bits(fn)
+    low_bit = any(n.attr["num_bits"].i and n.attr["num_bits"].i < 8 for n in nodes)
+    # Freeze first: every variable (weights, FakeQuant ranges, learned or not) becomes a constant.
+    # Handing the converter a live model instead lets it keep variables an optimizer made
+    # reachable (trainable ranges after fit) and fail on them.
+    try:
+        fn = convert_variables_to_constants_v2(fn)
+    except Exception as e:  # noqa: BLE001 - freezing raises many types
+        raise ExportError(f"Could not freeze the graph's variables into constants: {e}") from e
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if low_bit:
+        converter._experimental_low_bit_qat = True  # honour num_bits < 8 (int4-in-int8 weights)
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        data = converter.convert()
+    except Exception as e:  # noqa: BLE001 - the converter raises many types
+        raise ExportError(f"The TFLite converter rejected the graph: {e}") from e
+    if path is not None:
+        write_bytes_atomic(path, data)
+    return data

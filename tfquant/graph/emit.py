@@ -1,0 +1,408 @@
+"""IR -> TensorFlow: the float model, the weight-only and the fully quantized simulation.
+
+    >>> plan = assign_quantizers(graph)             # which tensors share which quantizer
+    >>> plan.ranges[qid] = (lo, hi); plan.weight_ranges[node.name] = (-r, r)   # set by tfquant.ptq
+    >>> fn = build_function(graph, plan, mode="quant")          # tf.function with FakeQuant ops
+    >>> exact = build_function(graph, plan, mode="quant", exact=True)   # bit-exact simulation
+
+Every quantized op is built from `tfquant.core.quantized_ops` (quantized_input, quantized_linear,
+quantized_add, quantized_mean, quantized_avg_pool, quantized_softmax), so the fake-quant graph is
+what the TFLite converter lowers to int8 kernels and the "exact" one predicts their integers.
+Ops that TFLite requires to keep their input's scale (pad, pooling, reshape, concat, ...) share
+their input's quantizer; ops the IR does not know are emitted untouched from their NodeDef and
+their float outputs get a quantizer of their own.
+
+Modes: "float" (no quantization), "weights" (weights on their grid, activations float: what
+bias correction and AdaRound compare against), "quant" (weights and activations).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfquant.core import (
+    QuantSpec,
+    SOFTMAX_RANGE,
+    fake_quant,
+    fake_quant_depthwise_kernel,
+    quantized_add,
+    quantized_avg_pool,
+    quantized_input,
+    quantized_linear,
+    quantized_mean,
+    quantized_softmax,
+    simulation_mode,
+)
+from tfquant.errors import ExportError
+from tfquant.graph.ir import SAME_SCALE_TF_OPS, SAME_SCALE_TYPES, Graph, Node, ref, split_ref
+
+ACT_SPEC = QuantSpec.activation()
+LOGISTIC_RANGE = (0.0, 255.0 / 256.0)   # TFLite's fixed LOGISTIC output: 1/256, -128
+TANH_RANGE = (-1.0, 127.0 / 128.0)      # TANH: 1/128, 0
+_FIXED_TF_OPS = {"Sigmoid": LOGISTIC_RANGE, "Tanh": TANH_RANGE}
+_ACT = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
+MODES = ("float", "weights", "quant")
+
+
+# ---------------------------------------------------------------------------------------------
+# quantizers
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class QuantPlan:
+    """Which quantizer each float tensor uses, and the ranges the PTQ steps set.
+
+    qid: float tensor ref -> quantizer id (tensors of one id share one (scale, zero point)).
+    owners: tensors whose producer writes onto the quantizer's grid (applies the FakeQuant);
+      the other tensors of an id (outputs of pad, pooling, reshape, concat) inherit it.
+    fixed: quantizer id -> TFLite's fixed range (softmax, logistic, tanh outputs).
+    ranges: quantizer id -> (min, max), set by calibration.
+    weight_specs / weight_ranges: linear node name -> kernel QuantSpec / (min, max) vectors.
+    """
+
+    qid: dict[str, str]
+    owners: dict[str, list[str]]
+    fixed: dict[str, tuple[float, float]]
+    ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    weight_specs: dict[str, QuantSpec] = dataclasses.field(default_factory=dict)
+    weight_ranges: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+
+    def range_of(self, tensor_ref: str) -> tuple[float, float]:
+        q = self.qid.get(tensor_ref)
+        if q is None:
+            raise ExportError(f"Tensor {tensor_ref!r} has no quantizer.")
+        if q in self.fixed:
+            return self.fixed[q]
+        if q not in self.ranges:
+            raise ExportError(f"Quantizer {q!r} (tensor {tensor_ref!r}) has no range: calibrate first.")
+        return self.ranges[q]
+
+    def calibrated_ids(self) -> list[str]:
+        """Quantizer ids whose range must be set (not fixed), in graph order."""
+        seen = []
+        for q in self.owners:
+            if q not in self.fixed and q not in seen:
+                seen.append(q)
+        return seen
+
+    def is_owner(self, tensor_ref: str) -> bool:
+        q = self.qid.get(tensor_ref)
+        return q is not None and tensor_ref in self.owners.get(q, [])
+
+    def copy(self) -> "QuantPlan":
+        return QuantPlan(dict(self.qid), {k: list(v) for k, v in self.owners.items()}, dict(self.fixed),
+                         dict(self.ranges), dict(self.weight_specs),
+                         {k: (np.array(a), np.array(b)) for k, (a, b) in self.weight_ranges.items()})
+
+
+def _float_outputs(node: Node) -> list[int]:
+    return [i for i, d in enumerate(node.out_dtypes) if d is not None and d.is_floating]
+
+
+def assign_quantizers(graph: Graph) -> QuantPlan:
+    """Give every float activation tensor a quantizer; same-scale ops share their input's."""
+    parent: dict[str, str] = {}
+
+    def find(q):
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    def union(a, b):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+
+    tensor_q: dict[str, str] = {}
+    owned: dict[str, list[str]] = {}
+    fixed: dict[str, tuple[float, float]] = {}
+    counter = itertools.count()
+    used = {r for n in graph for r in n.inputs} | set(graph.output_refs())
+
+    def new(tensor_ref, fixed_range=None):
+        q = f"q{next(counter)}"
+        parent[q] = q
+        tensor_q[tensor_ref] = q
+        owned.setdefault(q, []).append(tensor_ref)
+        if fixed_range is not None:
+            fixed[q] = fixed_range
+        return q
+
+    for node in graph:
+        outs = [ref(node.name, i) for i in _float_outputs(node)]
+        if node.type == "const" or not outs:
+            continue
+        data_in = [r for r in node.inputs if r in tensor_q]
+        shares = node.type in SAME_SCALE_TYPES or (node.type == "passthrough" and node.tf_type in SAME_SCALE_TF_OPS)
+        if shares and data_in:
+            for o in outs:
+                tensor_q[o] = tensor_q[data_in[0]]
+            if node.type == "concat":
+                for r in data_in[1:]:
+                    union(tensor_q[data_in[0]], tensor_q[r])
+            continue
+        for o in outs:
+            if node.type != "input" and o not in used:
+                continue
+            if node.type == "softmax":
+                new(o, SOFTMAX_RANGE)
+            elif node.type == "passthrough" and node.tf_type in _FIXED_TF_OPS:
+                new(o, _FIXED_TF_OPS[node.tf_type])
+            else:
+                new(o)
+    qid = {t: find(q) for t, q in tensor_q.items()}
+    owners: dict[str, list[str]] = {}
+    for q, tensors in owned.items():
+        owners.setdefault(find(q), []).extend(tensors)
+    fixed = {find(q): r for q, r in fixed.items()}
+    plan = QuantPlan(qid=qid, owners=owners, fixed=fixed)
+    for node in graph.linear_nodes():
+        plan.weight_specs[node.name] = QuantSpec.weight(per_channel=node.type != "matmul")
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# emission
+# ---------------------------------------------------------------------------------------------
+def linear_op(node: Node) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The float op of a linear node as f(x, kernel) (dtype-generic: exact mode runs float64)."""
+    a = node.attrs
+    if node.type == "conv2d":
+        return lambda x, w: tf.raw_ops.Conv2D(
+            input=x, filter=w, strides=a["strides"], padding=a["padding"],
+            explicit_paddings=a["explicit_paddings"], data_format="NHWC", dilations=a["dilations"])
+    if node.type == "depthwise":
+        return lambda x, w: tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=w, strides=a["strides"], padding=a["padding"],
+            explicit_paddings=a["explicit_paddings"], data_format="NHWC", dilations=a["dilations"])
+    if node.type == "matmul":
+        return lambda x, w: tf.matmul(x, w)
+    raise ValueError(f"{node.name} is not a linear node")
+
+
+def fake_quant_kernel(node: Node, kernel, lo, hi, spec: QuantSpec):
+    """The kernel of a linear node on its integer grid (per-channel axis handled for depthwise)."""
+    if node.type == "depthwise":
+        return fake_quant_depthwise_kernel(kernel, lo, hi, spec)
+    return fake_quant(kernel, lo, hi, spec)
+
+
+class _Generic:
+    """Emit a NodeDef untouched: imported into the graph being traced, or (eagerly) through a
+    cached wrapped function."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self._eager: dict[str, Callable] = {}
+        self._count = itertools.count()
+
+    def _graph_def(self, node: Node, dtypes: list) -> tf.compat.v1.GraphDef:
+        gd = tf.compat.v1.GraphDef()
+        if self.graph.library is not None:
+            gd.library.CopyFrom(self.graph.library)
+        for i, dt in enumerate(dtypes):
+            ph = gd.node.add()
+            ph.name, ph.op = f"in{i}", "Placeholder"
+            ph.attr["dtype"].type = dt.as_datatype_enum
+        nd = gd.node.add()
+        nd.CopyFrom(node.node_def)
+        nd.name = "op"
+        nd.device = ""
+        del nd.input[:]
+        nd.input.extend(f"in{i}" for i in range(len(dtypes)))
+        for key in [k for k in nd.attr if k.startswith("_")]:
+            del nd.attr[key]
+        return gd
+
+    def __call__(self, node: Node, values: list) -> list:
+        n_out = len(node.out_dtypes)
+        dtypes = [v.dtype for v in values]
+        returns = [f"op:{i}" for i in range(n_out)]
+        if not tf.executing_eagerly():
+            gd = self._graph_def(node, dtypes)
+            outs = tf.graph_util.import_graph_def(
+                gd, input_map={f"in{i}:0": v for i, v in enumerate(values)}, return_elements=returns,
+                name=f"passthrough_{next(self._count)}")
+            return list(outs)
+        key = node.name + "|" + ",".join(d.name for d in dtypes)
+        if key not in self._eager:
+            gd = self._graph_def(node, dtypes)
+
+            def _fn(*xs):
+                return tf.graph_util.import_graph_def(
+                    gd, input_map={f"in{i}:0": x for i, x in enumerate(xs)}, return_elements=returns, name="")
+
+            self._eager[key] = tf.compat.v1.wrap_function(
+                _fn, [tf.TensorSpec(None, d) for d in dtypes])
+        return list(self._eager[key](*values))
+
+
+class Emitter:
+    """Builds the TF ops of a `Graph` node by node, in one of `MODES`.
+
+    `run_node(node, values)` returns the node's outputs for input values (eager or traced);
+    `pre_activation[name]` holds the last pre-activation output of each linear node when
+    `keep_pre_activation` is set.
+    """
+
+    def __init__(self, graph: Graph, plan: Optional[QuantPlan] = None, mode: str = "float",
+                 keep_pre_activation: bool = False):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode != "float" and plan is None:
+            raise ValueError(f"mode {mode!r} needs a QuantPlan")
+        self.graph, self.plan, self.mode = graph, plan, mode
+        self.keep_pre_activation = keep_pre_activation
+        self.pre_activation: dict[str, tf.Tensor] = {}
+        self._generic = _Generic(graph)
+
+    # ---- helpers ----------------------------------------------------------------------
+    def _fq_out(self, node: Node, value, index: int = 0):
+        """FakeQuant a node's output onto its quantizer when the node owns it (quant mode)."""
+        r = ref(node.name, index)
+        if self.mode != "quant" or not self.plan.is_owner(r):
+            return value
+        return fake_quant(value, *self.plan.range_of(r), ACT_SPEC)
+
+    def weight_range(self, node: Node):
+        return self.plan.weight_ranges[node.name]
+
+    # ---- the ops ----------------------------------------------------------------------
+    def run_node(self, node: Node, values: Sequence) -> list:
+        t = node.type
+        quant = self.mode == "quant"
+        if t == "input":
+            x = values[0]
+            if quant and self.plan.is_owner(node.output()):
+                return [quantized_input(x, input_range=self.plan.range_of(node.output()))]
+            return [x]
+        if t == "const":
+            return [tf.constant(node.weights["value"])]
+        if node.is_linear:
+            return [self._linear(node, values[0])]
+        if t == "add":
+            a, b = values
+            if quant:
+                return [quantized_add(a, b, a_range=self.plan.range_of(node.inputs[0]),
+                                      b_range=self.plan.range_of(node.inputs[1]),
+                                      output_range=self.plan.range_of(node.output()),
+                                      activation=node.activation)]
+            return [_ACT[node.activation](a + b)]
+        if t == "affine":
+            y = values[0] * node.weights["scale"] + node.weights["offset"]
+            return [self._fq_out(node, y)]
+        if t == "bias_add":
+            return [self._fq_out(node, values[0] + node.weights["bias"])]
+        if t in ("relu", "relu6"):
+            return [self._fq_out(node, _ACT[t](values[0]))]
+        if t == "pad":
+            return [tf.pad(values[0], node.attrs["paddings"])]
+        if t == "max_pool":
+            a = node.attrs
+            return [tf.nn.max_pool2d(values[0], a["ksize"][1:3], a["strides"][1:3], a["padding"])]
+        if t == "avg_pool":
+            a = node.attrs
+            if quant:
+                return [quantized_avg_pool(values[0], tuple(a["ksize"][1:3]), tuple(a["strides"][1:3]),
+                                           a["padding"], input_range=self.plan.range_of(node.inputs[0]))]
+            return [tf.nn.avg_pool2d(values[0], a["ksize"][1:3], a["strides"][1:3], a["padding"])]
+        if t == "mean":
+            a = node.attrs
+            if quant:
+                return [quantized_mean(values[0], a["axes"], input_range=self.plan.range_of(node.inputs[0]),
+                                       output_range=self.plan.range_of(node.output()),
+                                       keepdims=a["keep_dims"])]
+            return [tf.reduce_mean(values[0], axis=a["axes"], keepdims=a["keep_dims"])]
+        if t == "concat":
+            return [tf.concat(list(values), axis=node.attrs["axis"])]
+        if t == "reshape":
+            return [tf.reshape(values[0], values[1])]
+        if t == "identity":
+            return [tf.identity(values[0])]
+        if t == "softmax":
+            if quant:
+                return [quantized_softmax(values[0], input_range=self.plan.range_of(node.inputs[0]))]
+            return [tf.nn.softmax(values[0])]
+        outs = self._generic(node, list(values))
+        return [self._fq_out(node, o, i) if o.dtype.is_floating else o for i, o in enumerate(outs)]
+
+    def _linear(self, node: Node, x):
+        op = linear_op(node)
+        kernel = tf.constant(node.kernel)
+        bias = node.bias
+        if self.mode == "quant":
+            lo, hi = self.weight_range(node)
+            return quantized_linear(
+                op, x, kernel, None if bias is None else tf.constant(bias),
+                input_range=self.plan.range_of(node.inputs[0]),
+                output_range=self.plan.range_of(node.output()),
+                kernel_spec=self.plan.weight_specs[node.name], activation=node.activation,
+                depthwise=node.type == "depthwise", fully_connected=node.type == "matmul",
+                kernel_range_=(lo, hi))
+        if self.mode == "weights":
+            lo, hi = self.weight_range(node)
+            kernel = fake_quant_kernel(node, kernel, lo, hi, self.plan.weight_specs[node.name])
+        y = op(x, kernel)
+        if bias is not None:
+            y = y + bias
+        if self.keep_pre_activation:
+            self.pre_activation[node.name] = y
+        return _ACT[node.activation](y)
+
+    # ---- whole graph ------------------------------------------------------------------
+    def run(self, inputs: Sequence, fetch: Optional[Sequence[str]] = None) -> dict:
+        """Evaluate the graph; returns {tensor ref: value} for every computed tensor."""
+        env: dict[str, tf.Tensor] = {}
+        for spec, x in zip(self.graph.inputs, inputs):
+            env["__feed__" + spec.ref] = x
+        for node in self.graph:
+            if node.type == "input":
+                values = [env["__feed__" + node.output()]]
+            else:
+                values = [env[r] for r in node.inputs]
+            for i, v in enumerate(self.run_node(node, values)):
+                env[ref(node.name, i)] = v
+        return env
+
+
+def input_signature(graph: Graph) -> list[tf.TensorSpec]:
+    return [tf.TensorSpec(s.shape, s.dtype, name=s.key) for s in graph.inputs]
+
+
+def _structured(graph: Graph, env: dict):
+    outs = [env[r] for _, r in graph.outputs]
+    if graph.output_structure == "dict":
+        return {k: tf.identity(env[r]) for k, r in graph.outputs}
+    if graph.output_structure == "list":
+        return outs
+    return outs[0]
+
+
+def build_function(graph: Graph, plan: Optional[QuantPlan] = None, mode: str = "float",
+                   exact: bool = False, structured: bool = True, extra: Sequence[str] = ()):
+    """A tf.function (with input signature) computing the graph in `mode`.
+
+    `exact`: trace under `simulation_mode("exact")` (the bit-exact simulation for `verify`);
+    `structured`: return the model's outputs in their original structure (dict, list, tensor);
+    otherwise a dict {tensor ref: value} of the outputs and of `extra` tensors (pre-activation
+    outputs of linear nodes as "pre:<node name>").
+    """
+    sig = input_signature(graph)
+    keep_pre = any(e.startswith("pre:") for e in extra)
+
+    def forward(*xs):
+        emitter = Emitter(graph, plan, mode, keep_pre_activation=keep_pre)
+        with simulation_mode("exact" if exact else "fake_quant"):
+            env = emitter.run(xs)
+        if structured:
+            return _structured(graph, env)
+        out = {r: env[r] for _, r in graph.outputs}
+        for e in extra:
+            out[e] = emitter.pre_activation[e[4:]] if e.startswith("pre:") else env[e]
+        return out
+
+    return tf.function(forward, input_signature=sig, autograph=False)

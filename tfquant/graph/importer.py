@@ -1,0 +1,466 @@
+"""SavedModel directory | Keras model | tf.function -> frozen GraphDef -> `Graph` (the small IR).
+
+    >>> graph = load_graph("exported_model/")                       # signature serving_default
+    >>> graph = load_graph("exported_model/", signature="serve")
+    >>> graph = load_graph(keras_model)
+    >>> print(graph.summary())                                      # node types, unknown ops
+
+Variables are frozen into constants (`convert_variables_to_constants_v2`, which also inlines the
+function calls), Identity nodes are bypassed, every subgraph computed from constants only is
+evaluated once (so a Keras 3 batch norm, written as Rsqrt/Mul/Sub on its variables, becomes a
+per-channel multiply and add whose batch-norm parameters are recorded), and the remaining nodes
+get a canonical type (see `tfquant.graph.ir`). Ops the IR does not know pass through untouched
+and are listed by `Graph.unknown_ops`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfquant.errors import ModelFileError
+from tfquant.graph.ir import BNStats, Graph, InputSpec, Node, ref, split_ref
+
+_NOT_FOLDABLE = frozenset({"Placeholder", "PlaceholderWithDefault", "NoOp", "VarHandleOp",
+                           "ReadVariableOp", "RandomUniform", "RandomStandardNormal",
+                           "TruncatedNormal", "StatelessRandomUniformV2", "RandomUniformInt"})
+
+
+# ---------------------------------------------------------------------------------------------
+# model -> concrete function
+# ---------------------------------------------------------------------------------------------
+def _saved_model_function(path: str, signature: str):
+    if not os.path.exists(path):
+        raise ModelFileError(f"SavedModel directory {path!r} does not exist.")
+    if not os.path.isdir(path):
+        raise ModelFileError(f"{path!r} is a file, not a SavedModel directory (a SavedModel is a "
+                             "folder holding saved_model.pb and variables/).")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
+        raise ModelFileError(f"{path!r} is not a SavedModel: it has no saved_model.pb. Export the model "
+                             "with keras_model.export(dir) or tf.saved_model.save(module, dir).")
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:  # noqa: BLE001 - the loader raises many types on corrupt files
+        raise ModelFileError(f"The SavedModel at {path!r} could not be loaded: {e}") from e
+    signatures = dict(getattr(loaded, "signatures", {}) or {})
+    if signature not in signatures:
+        available = ", ".join(sorted(signatures)) or "none"
+        raise ModelFileError(f"The SavedModel at {path!r} has no signature {signature!r} "
+                             f"(available: {available}).")
+    return loaded, signatures[signature]
+
+
+def _keras_function(model):
+    inputs = model.inputs
+    if not inputs:
+        raise ModelFileError(f"Keras model {model.name!r} has no defined inputs: build it with "
+                             "keras.Input (Functional, or Sequential with an input shape).")
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in inputs]
+    if len(specs) == 1:
+        fn = tf.function(lambda x: model(x, training=False), input_signature=specs, autograph=False)
+    else:
+        fn = tf.function(lambda *xs: model(list(xs), training=False), input_signature=specs,
+                         autograph=False)
+    return fn.get_concrete_function()
+
+
+def concrete_function(model, signature: str = "serving_default"):
+    """(owner to keep alive, concrete function) for a SavedModel path, Keras model or tf.function."""
+    if isinstance(model, (str, os.PathLike)):
+        return _saved_model_function(os.fspath(model), signature)
+    try:
+        import keras
+        if isinstance(model, keras.Model):
+            return model, _keras_function(model)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(model, tf.types.experimental.ConcreteFunction):
+        return model, model
+    if isinstance(model, tf.types.experimental.PolymorphicFunction):
+        if model.input_signature is None:
+            raise ModelFileError("A tf.function needs an input_signature to be imported.")
+        return model, model.get_concrete_function()
+    if hasattr(model, "signatures") and signature in getattr(model, "signatures", {}):
+        return model, model.signatures[signature]
+    raise ModelFileError(f"Cannot import a {type(model).__name__}: pass a SavedModel directory, a "
+                         "Keras model, or a tf.function with an input_signature.")
+
+
+# ---------------------------------------------------------------------------------------------
+# frozen graph -> IR
+# ---------------------------------------------------------------------------------------------
+def _freeze(fn):
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    try:
+        return convert_variables_to_constants_v2(fn)
+    except Exception as e:  # noqa: BLE001
+        raise ModelFileError(f"The model's graph could not be frozen to constants: {e}") from e
+
+
+def _structure(fn, frozen):
+    """Input specs and (key, tensor name) outputs of the function, in frozen-graph order."""
+    args, kwargs = fn.structured_input_signature
+    flat_specs = tf.nest.flatten((args, kwargs))
+    keys: list[str] = []
+    if kwargs:
+        keys = sorted(kwargs)  # nest flattens dicts by sorted key
+    keys = [str(a.name) if isinstance(a, tf.TensorSpec) and a.name else f"input_{i}"
+            for i, a in enumerate(tf.nest.flatten(args))] + keys
+    placeholders = [t for t in frozen.inputs if t.dtype != tf.resource]
+    if len(placeholders) != len(flat_specs):
+        raise ModelFileError(f"The function has {len(flat_specs)} inputs but its frozen graph "
+                             f"{len(placeholders)} placeholders: unsupported signature.")
+    inputs = []
+    for key, spec, t in zip(keys, flat_specs, placeholders):
+        inputs.append(InputSpec(key=key, ref=t.name, shape=spec.shape.as_list() if spec.shape.rank is not None
+                                else None, dtype=spec.dtype))
+    out_struct = fn.structured_outputs
+    flat_out = frozen.outputs
+    if isinstance(out_struct, dict):
+        outputs = list(zip(sorted(out_struct), [t.name for t in flat_out]))
+        structure = "dict"
+    elif isinstance(out_struct, (list, tuple)):
+        outputs = [(str(i), t.name) for i, t in enumerate(flat_out)]
+        structure = "list"
+    else:
+        outputs = [("output_0", flat_out[0].name)]
+        structure = "single"
+    return inputs, outputs, structure
+
+
+def _const_value(node_def) -> np.ndarray:
+    return tf.make_ndarray(node_def.attr["value"].tensor)
+
+
+def _evaluate(graph_def, refs: list[str]) -> dict[str, np.ndarray]:
+    """Values of constant-only tensors of `graph_def`, computed in one run."""
+    if not refs:
+        return {}
+
+    def _import():
+        tf.graph_util.import_graph_def(graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(_import, [])
+    fetches = [wrapped.graph.get_tensor_by_name(r) for r in refs]
+    values = wrapped.prune([], fetches)()
+    return {r: np.asarray(v) for r, v in zip(refs, values)}
+
+
+class _Importer:
+    def __init__(self, frozen, source: str):
+        self.frozen = frozen
+        self.graph_def = frozen.graph.as_graph_def()
+        self.tf_graph = frozen.graph
+        self.source = source
+        self.defs = {n.name: n for n in self.graph_def.node}
+        self.order = [n.name for n in self.graph_def.node]
+        self._identity_target: dict[str, str] = {}
+        self.values: dict[str, np.ndarray] = {}     # tensor ref -> constant value
+        self.bn_of_mul: dict[str, BNStats] = {}      # Keras 3 batch norm: data Mul -> stats
+        self.nodes: list[Node] = []
+        self.const_nodes: dict[str, str] = {}        # constant ref -> IR const node name
+
+    # ---- identities and constants -----------------------------------------------------
+    def resolve(self, r: str) -> str:
+        """Follow Identity nodes back to the tensor they forward."""
+        name, idx = split_ref(r if ":" in r else r + ":0")
+        seen = 0
+        while name in self.defs and self.defs[name].op in ("Identity", "StopGradient", "Snapshot") and seen < 10000:
+            inp = [i for i in self.defs[name].input if not i.startswith("^")][0]
+            name, idx = split_ref(inp if ":" in inp else inp + ":0")
+            seen += 1
+        return ref(name, idx)
+
+    def data_inputs(self, nd) -> list[str]:
+        return [self.resolve(i) for i in nd.input if not i.startswith("^")]
+
+    def _topological(self) -> list[str]:
+        """GraphDef order is not guaranteed to be topological: sort it."""
+        deps = {n: [split_ref(self.resolve(i))[0] for i in self.defs[n].input if not i.startswith("^")]
+                for n in self.order}
+        done: set[str] = set()
+        out: list[str] = []
+        for start in self.order:
+            stack = [(start, False)]
+            while stack:
+                name, expanded = stack.pop()
+                if name in done or name not in self.defs:
+                    continue
+                if expanded:
+                    done.add(name)
+                    out.append(name)
+                    continue
+                stack.append((name, True))
+                stack.extend((d, False) for d in deps[name] if d not in done)
+        return out
+
+    def fold_constants(self) -> None:
+        from tensorflow.python.framework import op_def_registry
+
+        const_names: set[str] = set()
+        to_eval: list[str] = []
+        for name in self.topo:
+            nd = self.defs[name]
+            if nd.op in ("Identity", "StopGradient", "Snapshot"):
+                continue
+            if nd.op == "Const":
+                const_names.add(name)
+                self.values[ref(name)] = _const_value(nd)
+                continue
+            ins = self.data_inputs(nd)
+            if not ins or nd.op in _NOT_FOLDABLE:
+                continue
+            op_def = op_def_registry.get(nd.op)
+            if op_def is None or op_def.is_stateful:
+                continue
+            if all(split_ref(i)[0] in const_names for i in ins):
+                const_names.add(name)
+                for k in range(len(self.tf_graph.get_operation_by_name(name).outputs)):
+                    to_eval.append(ref(name, k))
+        self.const_names = const_names
+        self.values.update(_evaluate(self.graph_def, to_eval))
+
+    def is_const(self, r: str) -> bool:
+        return split_ref(r)[0] in self.const_names
+
+    def value(self, r: str) -> np.ndarray:
+        return self.values[r]
+
+    # ---- Keras 3 batch norm: x * (rsqrt(var + eps) * gamma) + (beta - mean * m) --------------
+    def match_keras_batch_norm(self) -> None:
+        for name in self.topo:
+            nd = self.defs[name]
+            if nd.op != "Rsqrt" or name not in self.const_names:
+                continue
+            add = self.defs.get(split_ref(self.data_inputs(nd)[0])[0])
+            if add is None or add.op not in ("AddV2", "Add"):
+                continue
+            a, b = self.data_inputs(add)
+            va, vb = self.values.get(a), self.values.get(b)
+            if va is None or vb is None:
+                continue
+            var, eps = (va, vb) if vb.size == 1 else (vb, va)
+            if eps.size != 1:
+                continue
+            m_ref, gamma = ref(name), np.ones_like(var)
+            for cons in self._consumers(ref(name)):
+                if cons.op == "Mul" and cons.name in self.const_names:
+                    other = [i for i in self.data_inputs(cons) if i != ref(name)]
+                    if other and self.values[other[0]].shape == var.shape:
+                        m_ref, gamma = ref(cons.name), self.values[other[0]]
+                        break
+            mean, beta, data_muls = None, np.zeros_like(var), []
+            for cons in self._consumers(m_ref):
+                if cons.op != "Mul":
+                    continue
+                other = [i for i in self.data_inputs(cons) if i != m_ref]
+                if not other:
+                    continue
+                if cons.name in self.const_names:
+                    mean = self.values[other[0]]
+                    for sub in self._consumers(ref(cons.name)):
+                        if sub.op == "Sub" and self.data_inputs(sub)[1] == ref(cons.name):
+                            beta = self.values[self.data_inputs(sub)[0]]
+                else:
+                    data_muls.append(cons.name)
+            if mean is None or mean.shape != var.shape:
+                continue
+            stats = BNStats(gamma=np.asarray(gamma, np.float32).reshape(-1),
+                            beta=np.asarray(beta, np.float32).reshape(-1),
+                            mean=np.asarray(mean, np.float32).reshape(-1),
+                            var=np.asarray(var, np.float32).reshape(-1), eps=float(eps.reshape(())))
+            for mul in data_muls:
+                self.bn_of_mul[mul] = stats
+
+    def _consumers(self, r: str):
+        if not hasattr(self, "_consumer_index"):
+            index: dict[str, list] = {}
+            for nd in self.graph_def.node:
+                for i in nd.input:
+                    if not i.startswith("^"):
+                        index.setdefault(self.resolve(i), []).append(nd)
+            self._consumer_index = index
+        return self._consumer_index.get(r, [])
+
+    # ---- typing ------------------------------------------------------------------------
+    def const_input(self, r: str) -> str:
+        """An IR const node for constant tensor `r` (for pass-through ops)."""
+        if r not in self.const_nodes:
+            name = "const/" + r.replace(":", "_")
+            value = self.values[r]
+            self.nodes.append(Node(name=name, type="const", inputs=[], weights={"value": value},
+                                   tf_type="Const", out_dtypes=[tf.as_dtype(value.dtype)],
+                                   out_shapes=[tf.TensorShape(value.shape)]))
+            self.const_nodes[r] = name
+        return ref(self.const_nodes[r])
+
+    def build(self) -> list[Node]:
+        for name in self.topo:
+            nd = self.defs[name]
+            if nd.op in ("Identity", "StopGradient", "Snapshot", "NoOp") or name in self.const_names:
+                continue
+            op = self.tf_graph.get_operation_by_name(name)
+            node = self.typed(nd)
+            node.tf_type = nd.op
+            node.node_def = nd
+            node.origin = [name]
+            node.out_dtypes = [t.dtype for t in op.outputs]
+            node.out_shapes = [t.shape for t in op.outputs]
+            if node.type == "passthrough":
+                node.inputs = [self.const_input(i) if self.is_const(i) else i for i in node.inputs]
+            self.nodes.append(node)
+        return self.nodes
+
+    def _per_channel(self, value: np.ndarray, channels: Optional[int]) -> Optional[np.ndarray]:
+        """A constant that broadcasts as a per-channel (last axis) vector, as [C], else None."""
+        v = np.asarray(value)
+        if not np.issubdtype(v.dtype, np.floating):
+            return None
+        if v.size == 1 and channels:
+            return np.full([channels], v.reshape(()), np.float32)
+        if v.ndim >= 1 and all(s == 1 for s in v.shape[:-1]) and (channels is None or v.shape[-1] == channels):
+            return v.reshape(-1).astype(np.float32)
+        return None
+
+    def _channels(self, r: str) -> Optional[int]:
+        shape = self.tf_graph.get_tensor_by_name(r).shape
+        if shape.rank is None or shape[-1] is None:
+            return None
+        return int(shape[-1])
+
+    def typed(self, nd) -> Node:
+        ins = self.data_inputs(nd)
+        data = [i for i in ins if not self.is_const(i)]
+        attr = nd.attr
+        name = nd.name
+
+        def generic():
+            return Node(name=name, type="passthrough", inputs=list(ins))
+
+        def nhwc() -> bool:
+            return "data_format" not in attr or attr["data_format"].s in (b"NHWC", b"")
+
+        if nd.op == "Placeholder":
+            return Node(name=name, type="input", inputs=[])
+        if nd.op in ("Conv2D", "DepthwiseConv2dNative") and len(ins) == 2 and self.is_const(ins[1]) \
+                and not self.is_const(ins[0]) and nhwc():
+            kernel = self.value(ins[1]).astype(np.float32)
+            return Node(name=name, type="conv2d" if nd.op == "Conv2D" else "depthwise", inputs=[ins[0]],
+                        weights={"kernel": kernel, "bias": None},
+                        attrs={"strides": list(attr["strides"].list.i),
+                               "padding": attr["padding"].s.decode(),
+                               "explicit_paddings": list(attr["explicit_paddings"].list.i),
+                               "dilations": list(attr["dilations"].list.i) or [1, 1, 1, 1]})
+        if nd.op == "MatMul" and len(ins) == 2 and self.is_const(ins[1]) and not self.is_const(ins[0]) \
+                and not attr["transpose_a"].b:
+            kernel = self.value(ins[1]).astype(np.float32)
+            if attr["transpose_b"].b:
+                kernel = kernel.T.copy()
+            return Node(name=name, type="matmul", inputs=[ins[0]], weights={"kernel": kernel, "bias": None})
+        if nd.op in ("BiasAdd", "Add", "AddV2", "Sub") and len(ins) == 2 and len(data) == 1 and nhwc():
+            const = [i for i in ins if self.is_const(i)][0]
+            if nd.op == "Sub" and ins[0] == const:
+                return generic()
+            vec = self._per_channel(self.value(const), self._channels(ref(name)))
+            if vec is not None:
+                return Node(name=name, type="bias_add", inputs=data,
+                            weights={"bias": -vec if nd.op == "Sub" else vec})
+            return generic()
+        if nd.op in ("Add", "AddV2") and len(data) == 2:
+            return Node(name=name, type="add", inputs=data)
+        if nd.op == "Mul" and len(ins) == 2 and len(data) == 1:
+            const = [i for i in ins if self.is_const(i)][0]
+            vec = self._per_channel(self.value(const), self._channels(ref(name)))
+            if vec is not None:
+                return Node(name=name, type="affine", inputs=data,
+                            weights={"scale": vec, "offset": np.zeros_like(vec)},
+                            bn=self.bn_of_mul.get(name))
+            return generic()
+        if nd.op in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3") and not attr["is_training"].b \
+                and nhwc() and all(self.is_const(i) for i in ins[1:5]):
+            gamma, beta, mean, var = (self.value(i).astype(np.float32) for i in ins[1:5])
+            stats = BNStats(gamma=gamma, beta=beta, mean=mean, var=var, eps=float(attr["epsilon"].f))
+            return Node(name=name, type="affine", inputs=[ins[0]],
+                        weights={"scale": stats.scale, "offset": stats.offset}, bn=stats)
+        if nd.op in ("Relu", "Relu6") and len(data) == 1:
+            return Node(name=name, type=nd.op.lower(), inputs=data)
+        if nd.op in ("Pad", "PadV2") and len(data) == 1 and self.is_const(ins[1]):
+            if nd.op == "PadV2" and float(self.value(ins[2]).reshape(())) != 0.0:
+                return generic()
+            return Node(name=name, type="pad", inputs=[ins[0]],
+                        attrs={"paddings": self.value(ins[1]).astype(np.int64).tolist()})
+        if nd.op in ("AvgPool", "MaxPool") and nhwc():
+            return Node(name=name, type="avg_pool" if nd.op == "AvgPool" else "max_pool", inputs=data,
+                        attrs={"ksize": list(attr["ksize"].list.i), "strides": list(attr["strides"].list.i),
+                               "padding": attr["padding"].s.decode()})
+        if nd.op == "Mean" and len(data) == 1 and self.is_const(ins[1]):
+            axes = np.asarray(self.value(ins[1])).reshape(-1).astype(np.int64).tolist()
+            return Node(name=name, type="mean", inputs=data,
+                        attrs={"axes": axes, "keep_dims": bool(attr["keep_dims"].b)})
+        if nd.op == "ConcatV2" and self.is_const(ins[-1]) and all(not self.is_const(i) for i in ins[:-1]):
+            return Node(name=name, type="concat", inputs=ins[:-1],
+                        attrs={"axis": int(self.value(ins[-1]).reshape(()))})
+        if nd.op == "Reshape" and len(ins) == 2 and not self.is_const(ins[0]):
+            node = generic()
+            node.type = "reshape"
+            node.inputs = [ins[0], self.const_input(ins[1]) if self.is_const(ins[1]) else ins[1]]
+            return node
+        if nd.op == "Softmax" and len(data) == 1:
+            return Node(name=name, type="softmax", inputs=data)
+        return generic()
+
+
+def load_graph(model, signature: str = "serving_default") -> Graph:
+    """Import a SavedModel directory, Keras model or tf.function into the PTQ IR.
+
+    Raises `ModelFileError` for a path that is not a SavedModel, a missing signature, or a
+    graph that cannot be frozen.
+    """
+    owner, fn = concrete_function(model, signature)
+    frozen = _freeze(fn)
+    inputs, outputs, structure = _structure(fn, frozen)
+    source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    imp = _Importer(frozen, source)
+    imp.topo = imp._topological()
+    imp.fold_constants()
+    imp.match_keras_batch_norm()
+    nodes = imp.build()
+    inputs = [InputSpec(key=s.key, ref=imp.resolve(s.ref), shape=s.shape, dtype=s.dtype) for s in inputs]
+    outputs = [(k, imp.resolve(r)) for k, r in outputs]
+    for k, r in outputs:
+        if imp.is_const(r):
+            raise ModelFileError(f"Output {k!r} of the model is a constant: nothing to quantize.")
+    graph = Graph(nodes, inputs, outputs, structure, imp.graph_def.library, source)
+    _canonicalize(graph)
+    graph.prune()
+    graph._owner = owner  # keep a loaded SavedModel alive while the graph is used
+    return graph
+
+
+def _canonicalize(graph: Graph) -> None:
+    """Merge constant bias adds and multiply/add pairs into the ops before them:
+    linear -> bias_add becomes a linear with a bias; affine -> bias_add one affine."""
+    changed = True
+    while changed:
+        changed = False
+        for node in graph:
+            if node.name not in graph.nodes or node.type != "bias_add":
+                continue
+            prev = graph.producer(node.inputs[0])
+            if graph.sole_consumer(prev.output()) is not node:
+                continue
+            vec = node.weights["bias"]
+            if prev.is_linear and vec.shape[0] == prev.out_channels:
+                b = prev.bias
+                prev.weights["bias"] = vec.copy() if b is None else (b + vec).astype(np.float32)
+            elif prev.type == "affine" and vec.shape[0] == prev.weights["scale"].shape[0]:
+                prev.weights["offset"] = (prev.weights["offset"] + vec).astype(np.float32)
+            else:
+                continue
+            prev.origin += node.origin
+            prev.out_shapes = node.out_shapes
+            graph.bypass(node)
+            changed = True

@@ -1,0 +1,138 @@
+"""Pattern matching on the IR: conv -> bn -> act, activation fusion, and the chains of layers
+that cross-layer equalization rescales (conv -> act -> conv pairs, conv -> act -> depthwise ->
+act -> conv triplets, and longer chains, through Pad).
+
+    >>> for linear, bn in bn_folds(graph): ...           # linear -> affine, the affine only reader
+    >>> fuse_activations(graph)                            # relu / relu6 into the op before them
+    >>> for chain in equalization_chains(graph): chain.layers, chain.pads
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from tfquant.graph.ir import ACTIVATION_TYPES, Graph, Node
+
+
+def bn_folds(graph: Graph) -> list[tuple[Node, Node]]:
+    """(linear, affine) pairs where the affine (a batch norm) is the linear op's only reader.
+
+    The affine's channels must be the linear op's output channels (the last axis)."""
+    pairs = []
+    for node in graph:
+        if not node.is_linear:
+            continue
+        nxt = graph.sole_consumer(node.output())
+        if nxt is not None and nxt.type == "affine" and nxt.weights["scale"].shape[0] == node.out_channels \
+                and node.activation is None:
+            pairs.append((node, nxt))
+    return pairs
+
+
+def conv_bn_act(graph: Graph) -> list[tuple[Node, Optional[Node], Optional[Node]]]:
+    """(linear, batch norm or None, activation or None) for every linear op, before folding."""
+    out = []
+    for node in graph:
+        if not node.is_linear:
+            continue
+        bn = act = None
+        nxt = graph.sole_consumer(node.output())
+        if nxt is not None and nxt.type == "affine":
+            bn = nxt
+            nxt = graph.sole_consumer(nxt.output())
+        if nxt is not None and nxt.type in ACTIVATION_TYPES:
+            act = nxt
+        out.append((node, bn, act))
+    return out
+
+
+def fuse_activations(graph: Graph) -> int:
+    """Fuse every ReLU / ReLU6 into the linear op or add that is its only input's producer
+    (as TFLite fuses them). Returns the number fused."""
+    fused = 0
+    for node in graph:
+        if node.name not in graph.nodes or node.type not in ACTIVATION_TYPES:
+            continue
+        prev = graph.producer(node.inputs[0])
+        if (prev.is_linear or prev.type == "add") and prev.activation is None \
+                and graph.sole_consumer(prev.output()) is node:
+            prev.activation = node.type
+            prev.origin += node.origin
+            graph.bypass(node)
+            fused += 1
+    return fused
+
+
+@dataclasses.dataclass
+class Chain:
+    """Linear layers joined one to the next through an activation (fused) and Pad nodes only,
+    each intermediate tensor read by the next layer alone: their channels can be rescaled."""
+
+    layers: list[Node]
+    pads: list[list[Node]]     # pads[k]: Pad nodes between layers[k] and layers[k + 1]
+
+    @property
+    def is_triplet(self) -> bool:
+        return len(self.layers) == 3 and self.layers[1].type == "depthwise"
+
+    def padded(self, k: int) -> bool:
+        """Whether layer k + 1 sees padded (zero) values of layer k's output."""
+        return bool(self.pads[k]) or has_effective_padding(self.layers[k + 1])
+
+
+def has_effective_padding(node: Node) -> bool:
+    """A conv / depthwise whose padding adds border zeros (kernel larger than 1x1, not VALID)."""
+    if node.type == "matmul":
+        return False
+    h, w = node.kernel.shape[:2]
+    return (h > 1 or w > 1) and node.attrs.get("padding") != "VALID"
+
+
+def _next_layer(graph: Graph, node: Node) -> tuple[Optional[Node], list[Node]]:
+    pads = []
+    cur = graph.sole_consumer(node.output())
+    while cur is not None and cur.type == "pad":
+        pads.append(cur)
+        cur = graph.sole_consumer(cur.output())
+    if cur is None or cur.type not in ("conv2d", "depthwise"):
+        return None, []
+    if cur.type == "depthwise" and cur.kernel.shape[3] != 1:
+        return None, []
+    return cur, pads
+
+
+def _scalable(node: Node) -> bool:
+    if node.type not in ("conv2d", "depthwise"):
+        return False
+    if node.type == "depthwise" and node.kernel.shape[3] != 1:
+        return False
+    return node.activation in (None, "relu", "relu6")
+
+
+def equalization_chains(graph: Graph) -> list[Chain]:
+    """Maximal chains of conv / depthwise layers that cross-layer equalization can rescale."""
+    chains: list[Chain] = []
+    in_chain: set[str] = set()
+    successor: dict[str, tuple[Node, list[Node]]] = {}
+    has_pred: set[str] = set()
+    for node in graph:
+        if not _scalable(node):
+            continue
+        nxt, pads = _next_layer(graph, node)
+        if nxt is not None:
+            successor[node.name] = (nxt, pads)
+            has_pred.add(nxt.name)
+    for node in graph:
+        if node.name not in successor or node.name in has_pred or node.name in in_chain:
+            continue
+        layers, pads = [node], []
+        cur = node
+        while cur.name in successor and _scalable(cur):
+            nxt, p = successor[cur.name]
+            layers.append(nxt)
+            pads.append(p)
+            cur = nxt
+        for n in layers:
+            in_chain.add(n.name)
+        chains.append(Chain(layers, pads))
+    return chains

@@ -1,0 +1,101 @@
+"""`QuantActivation`: a standalone activation quantized as its own TFLite op.
+
+ReLU / ReLU6 right after a Conv / Dense / Add are fused into that layer instead (the converter
+fuses them); this layer is for the others. Softmax and logistic outputs use TFLite's fixed grid
+(scale 1/256, zero point -128), tanh (1/128, 0); the rest get a moving-average range.
+SiLU (swish) is LOGISTIC then MUL on device: its sigmoid is put on the logistic grid first.
+
+Exact mode: softmax uses `tfquant.core.quantized_softmax` (TFLite's gemmlowp arithmetic); the other
+activations have no integer emulation yet and run the fake-quant path (TFLite evaluates them with
+lookup tables or fixed-point polynomials, which can differ from the rounded float by one LSB).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from tfquant.core import SOFTMAX_RANGE, QuantSpec, fake_quant, quantized_softmax
+from tfquant.errors import SpecError
+from tfquant.keras.layers.base import QuantLayer, is_exact
+from tfquant.keras.quantizers import (
+    ActivationQuantizer,
+    calibrating,
+    deserialize,
+    serialize,
+    softmax_quantizer,
+    tanh_quantizer,
+)
+
+ACT = QuantSpec.activation()
+FIXED_RANGE = {"sigmoid": softmax_quantizer, "softmax": softmax_quantizer, "tanh": tanh_quantizer}
+SUPPORTED = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "softmax", "silu", "hard_silu")
+
+
+_FN = {
+    "relu": tf.nn.relu,
+    "relu6": lambda x: tf.nn.relu6(x),
+    "leaky_relu": lambda x, negative_slope=0.3: tf.nn.leaky_relu(x, alpha=negative_slope),
+    "sigmoid": tf.sigmoid,
+    "tanh": tf.tanh,
+    "hard_silu": lambda x: keras.activations.hard_silu(x),
+}
+
+
+@keras.saving.register_keras_serializable(package="tfquant")
+class QuantActivation(QuantLayer):
+    """A standalone activation on its own output grid.
+
+    Args:
+      activation: one of SUPPORTED.
+      params: keyword arguments of the activation (LeakyReLU's negative_slope).
+    """
+
+    def __init__(self, activation: str, params: Optional[dict] = None, activation_quantizer=None,
+                 shared_output: bool = False, **kwargs):
+        super().__init__(shared_output=shared_output, **kwargs)
+        if activation not in SUPPORTED:
+            raise SpecError(f"QuantActivation supports {SUPPORTED}, got {activation!r}.")
+        self.activation = activation
+        self.params = dict(params or {})
+        self.activation_quantizer = deserialize(activation_quantizer) or ActivationQuantizer()
+        if self.shared_output and activation in FIXED_RANGE:
+            raise SpecError(f"{activation} has TFLite's fixed output grid: it cannot share a concat's grid.")
+
+    @property
+    def adoptable(self) -> bool:
+        return self.activation not in FIXED_RANGE
+
+    def build(self, input_shape):
+        if self.activation in FIXED_RANGE:
+            self._build_output_quantizer(FIXED_RANGE[self.activation]())
+        else:
+            self._build_output_quantizer(ActivationQuantizer.from_config(self.activation_quantizer.get_config()))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def quantizers(self) -> dict:
+        return {} if self.activation in FIXED_RANGE else super().quantizers()
+
+    def call(self, x, training=None):
+        training = bool(training)
+        if self.activation == "softmax":
+            if calibrating():
+                return tf.nn.softmax(x)
+            return quantized_softmax(x, input_range=self.input_range(0) if is_exact(training) else None)
+        if self.activation == "silu":
+            s = tf.sigmoid(x)
+            if not calibrating():
+                s = fake_quant(s, *SOFTMAX_RANGE, ACT)      # LOGISTIC's output grid
+            y = x * s
+        else:
+            y = _FN[self.activation](x, **self.params)
+        return self._quantize_output(y, training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"activation": self.activation, "params": self.params,
+                       "activation_quantizer": serialize(self.activation_quantizer)})
+        return config

@@ -1,0 +1,189 @@
+"""Calibration data, streamed in batches with bounded memory, checked against the model's input.
+
+    >>> cal = Calibration.of(x_cal, input_spec)                  # numpy array [N, ...]
+    >>> cal = Calibration.of(tf_dataset, input_spec)             # batched or not; (x, y) -> x
+    >>> cal = Calibration.of("images/", input_spec, config)      # a folder of images
+    >>> cal = Calibration.of("calibration.npy", input_spec)      # memory-mapped
+    >>> for batch in cal.batches(16, limit=256): ...             # float32 numpy batches
+
+Every batch is checked as it streams: float dtype, the model's per-sample shape, finite values;
+an empty source raises `DataError`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfquant.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+class Calibration:
+    """A source of calibration samples for a model input of shape `input_shape` ([None, ...])."""
+
+    def __init__(self, source, input_shape: list, describe: str, config=None):
+        self.source = source
+        self.input_shape = list(input_shape) if input_shape is not None else None
+        self.describe = describe
+        self.config = config
+
+    # ---- construction -----------------------------------------------------------------
+    @classmethod
+    def of(cls, data, input_spec, config=None) -> "Calibration":
+        shape = input_spec.shape
+        if isinstance(data, Calibration):
+            return data
+        if isinstance(data, (str, os.PathLike)):
+            path = os.fspath(data)
+            if not os.path.exists(path):
+                raise DataError(f"Calibration source {path!r} does not exist.")
+            if os.path.isdir(path):
+                return cls(_ImageFolder(path, shape, config), shape, f"images in {path!r}", config)
+            if path.endswith(".npy"):
+                try:
+                    array = np.load(path, mmap_mode="r", allow_pickle=False)
+                except Exception as e:  # noqa: BLE001
+                    raise DataError(f"Calibration file {path!r} is not a readable .npy array: {e}") from e
+                return cls(array, shape, f"array in {path!r}", config)
+            raise DataError(f"Calibration source {path!r} is neither a folder of images nor a .npy file.")
+        if isinstance(data, tf.data.Dataset):
+            return cls(data, shape, "tf.data.Dataset", config)
+        if isinstance(data, (np.ndarray, tf.Tensor, list, tuple)):
+            ragged = DataError("Calibration data is a ragged or mixed sequence: pass one array "
+                               "[N, ...] of samples of the model's input shape.")
+            try:
+                array = np.asarray(data)
+            except ValueError as e:
+                raise ragged from e
+            except Exception as e:  # noqa: BLE001
+                raise DataError(f"Calibration data could not be read as an array: {e}") from e
+            if array.dtype == object:
+                raise ragged
+            return cls(array, shape, "array", config)
+        raise DataError(f"Calibration data of type {type(data).__name__} is not supported: pass a "
+                        "numpy array, a tf.data.Dataset, a folder of images or a .npy file.")
+
+    # ---- checks -----------------------------------------------------------------------
+    def _check(self, batch: np.ndarray) -> np.ndarray:
+        if not (np.issubdtype(batch.dtype, np.floating)):
+            raise DataError(
+                f"Calibration data must be floating point, got {batch.dtype} ({self.describe}): "
+                "preprocess the samples as the model expects (e.g. scale uint8 pixels), or pass a "
+                "folder of images with image_mean / image_std.")
+        want = self.input_shape
+        if want is not None:
+            got = list(batch.shape[1:])
+            if len(got) != len(want) - 1 or any(w is not None and w != g for w, g in zip(want[1:], got)):
+                raise DataError(f"Calibration samples have shape {got} but the model expects "
+                                f"{['?' if w is None else w for w in want[1:]]} ({self.describe}).")
+        if not np.all(np.isfinite(batch)):
+            raise DataError(f"Calibration data contains NaN or Inf values ({self.describe}).")
+        return batch.astype(np.float32, copy=False)
+
+    # ---- streaming --------------------------------------------------------------------
+    def _raw_batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        src = self.source
+        if isinstance(src, np.ndarray):
+            if src.ndim == 0:
+                raise DataError("Calibration data is a scalar, not a batch of samples.")
+            for start in range(0, src.shape[0], batch_size):
+                yield np.asarray(src[start:start + batch_size])
+        elif isinstance(src, tf.data.Dataset):
+            yield from self._dataset_batches(src, batch_size)
+        else:
+            yield from src.batches(batch_size)
+
+    def _dataset_batches(self, ds: tf.data.Dataset, batch_size: int) -> Iterator[np.ndarray]:
+        rank = len(self.input_shape) if self.input_shape is not None else None
+        spec = ds.element_spec
+        if isinstance(spec, (tuple, list)):
+            ds = ds.map(lambda *e: e[0])
+            spec = ds.element_spec
+        elif isinstance(spec, dict):
+            raise DataError("A calibration dataset of dicts is not supported: map it to the input tensor.")
+        if not isinstance(spec, tf.TensorSpec):
+            raise DataError(f"Calibration dataset elements must be tensors, got {spec}.")
+        if rank is not None and spec.shape.rank == rank - 1:
+            ds = ds.batch(batch_size)
+        elif rank is not None and spec.shape.rank != rank:
+            raise DataError(f"Calibration dataset elements have rank {spec.shape.rank}; the model input has "
+                            f"rank {rank} (batched) or {rank - 1} (one sample).")
+        for element in ds:
+            yield element.numpy()
+
+    def batches(self, batch_size: int, limit: Optional[int] = None) -> Iterator[np.ndarray]:
+        """Checked float32 batches of at most `batch_size`, `limit` samples in all.
+        Raises `DataError` when the source yields no sample."""
+        seen = 0
+        pending: list[np.ndarray] = []
+        count = 0
+        for raw in self._raw_batches(batch_size):
+            batch = self._check(np.asarray(raw))
+            if batch.shape[0] == 0:
+                continue
+            if limit is not None and seen + batch.shape[0] > limit:
+                batch = batch[:limit - seen]
+            pending.append(batch)
+            count += batch.shape[0]
+            seen += batch.shape[0]
+            while count >= batch_size:
+                joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                yield joined[:batch_size]
+                rest = joined[batch_size:]
+                pending, count = ([rest] if rest.shape[0] else []), rest.shape[0]
+            if limit is not None and seen >= limit:
+                break
+        if count:
+            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+        if seen == 0:
+            raise DataError(f"The calibration set is empty ({self.describe}).")
+
+    def take(self, n: int, batch_size: int = 64) -> np.ndarray:
+        """The first `n` samples (or all there are) as one array."""
+        return np.concatenate(list(self.batches(batch_size, limit=n)))
+
+
+class _ImageFolder:
+    """Images of a folder, resized to the model's input and normalised, loaded lazily."""
+
+    def __init__(self, path: str, input_shape, config):
+        self.path = path
+        self.files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                            if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not self.files:
+            raise DataError(f"The folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        if input_shape is None or len(input_shape) != 4:
+            raise DataError("A folder of images calibrates a model whose input is [N, H, W, C] images.")
+        size = getattr(config, "image_size", None)
+        h, w, c = input_shape[1:]
+        if size is not None:
+            h, w = size
+        if h is None or w is None:
+            raise DataError("The model's input size is not fixed: set PTQConfig.image_size.")
+        if c not in (1, 3, None):
+            raise DataError(f"The model expects {c} channels: a folder of images gives 1 or 3.")
+        self.size, self.channels = (int(h), int(w)), (c or 3)
+        self.mean = float(getattr(config, "image_mean", 127.5))
+        self.std = float(getattr(config, "image_std", 127.5))
+
+    def _load(self, file: str) -> np.ndarray:
+        from PIL import Image
+
+        try:
+            with Image.open(file) as im:
+                im = im.convert("L" if self.channels == 1 else "RGB")
+                im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
+                arr = np.asarray(im, np.float32)
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"Image {file!r} could not be read: {e}") from e
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        return (arr - self.mean) / self.std
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.files), batch_size):
+            yield np.stack([self._load(f) for f in self.files[start:start + batch_size]])

@@ -1,0 +1,191 @@
+"""`PTQConfig`: every choice of the post-training quantization pipeline, with its default.
+
+    >>> PTQConfig()                                         # standard pipeline, per-channel
+    >>> PTQConfig(per_channel=False, steps=("cle", "bias_absorption", "bias_correction"))
+    >>> PTQConfig(data_free=True, input_range=(-1.0, 1.0))  # no data at all
+
+Steps (BN folding is always done: TFLite has no int8 batch norm):
+  "cle"              cross-layer equalization over conv -> act -> conv chains
+  "bias_absorption"  high-bias absorption after CLE
+  "bias_correction"  empirical (with data) or analytic (data-free) bias correction
+  "adaround"         AdaRound weight rounding (needs data)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+from tfquant.errors import SpecError
+
+STEPS = ("cle", "bias_absorption", "bias_correction", "adaround")
+DEFAULT_STEPS = ("cle", "bias_absorption", "bias_correction")
+WEIGHT_RANGES = ("minmax", "mse")
+ACTIVATION_RANGES = ("minmax", "mse", "percentile", "bn")
+LOGITS_RANGES = ("cross_entropy", "minmax", "mse", "percentile", "bn")
+RELU6_POLICIES = ("bounded", "relu")
+BIAS_CORRECTION = ("auto", "empirical", "analytic")
+
+
+@dataclasses.dataclass
+class PTQConfig:
+    """Options of `tfquant.ptq`.
+
+    Attributes:
+      steps: the optional steps to run, in pipeline order (see the module docstring); None
+        runs `DEFAULT_STEPS`. AdaRound is skipped with a note when there is no data.
+      per_channel: per-output-channel int8 weights for conv and depthwise (Dense / MatMul
+        weights are always per-tensor: the converter cannot carry per-channel FC weights).
+      ranges: range estimator for weights and activations unless set one by one below.
+        Min-max by default: on EfficientNet-Lite0 (W8A8) MSE ranges lost 0.5-5 points of
+        top-1 agreement (per-channel weights: a 3x3 depthwise channel has 9 weights, and MSE
+        clips the one that matters); the logits still get the cross-entropy estimator.
+      weight_ranges: "minmax" or "mse".
+      activation_ranges: "minmax", "mse", "percentile" or "bn" (from batch-norm statistics:
+        the data-free choice, used for every activation when `data_free`).
+      logits_ranges: estimator for the model's logits (the input of a final softmax, or a
+        linear output): "cross_entropy" by default, None for the activation estimator.
+      percentile: for the "percentile" estimator.
+      data_free: ignore any calibration data: BN-based ranges, analytic bias correction, BN
+        statistics for the CLE bounds and bias absorption. Needs `input_range`.
+      input_range: (min, max) of the model's input; required when there is no data.
+      relu6_policy: "bounded" keeps ReLU6 and limits the CLE scales so that every channel's clip
+        still holds (a channel whose pre-activation reaches 6 keeps scale 1; the others are
+        scaled only so far that they still do not reach it); "relu" replaces every ReLU6 by
+        ReLU before CLE, as the data-free quantization paper and AIMET do (exact only for
+        networks whose ReLU6 never clip).
+      relu6_headroom: a "bounded" channel may be scaled until its calibrated maximum reaches
+        6 * headroom.
+      cle_activation_bound: never let CLE scale a channel's activation above the largest
+        activation of its tensor (keeps the per-tensor activation range; data or BN based).
+      bias_correction: "auto" (empirical with data, analytic without), "empirical", "analytic".
+      layerwise_activations: the layer-by-layer steps (empirical bias correction, AdaRound) see
+        the model with its activations quantized too (ranges set first, from the weight-quantized
+        model), so bias correction also removes the mean shift of activation quantization.
+      absorb_through_padding: absorb high biases into a layer that pads its input (exact only
+        away from the border); by default such pairs are skipped.
+      bn_alpha: the alpha of BN-based ranges (beta +- alpha * |gamma|).
+      bn_sigmas: data-free estimates of a channel's pre-activation minimum and maximum are
+        beta -+ k * |gamma| (bias absorption: c = max(0, beta - 3 |gamma|); CLE's activation bound).
+      adaround_iterations / adaround_batch_size / adaround_lr / adaround_reg /
+      adaround_beta / adaround_warm_start: AdaRound's optimisation (Nagel et al. 2020 and AIMET:
+        10,000 iterations, Adam 1e-3, regularisation 0.01, beta 20 -> 2 after a 20% warm start).
+        The learning rate defaults to 10 / iterations within [1e-3, 1e-2]: AIMET's 1e-3 at
+        10,000 iterations, larger for the short runs that fit a CPU budget (at 1e-3, a few
+        hundred steps barely move the rounding variables).
+      adaround_rows: rows (pixels) per step for 1x1 convolutions and dense layers.
+      adaround_patch: other convolutions are optimised on random patch x patch output windows
+        (adaround_batch_size of them per step) with the input windows they read.
+      max_calibration_samples: samples read from the calibration source (streamed).
+      layerwise_samples: samples held in memory for the layer-by-layer steps (bias correction,
+        AdaRound): the bound on their memory.
+      batch_size: calibration batch size.
+      image_size: (height, width) images from a folder are resized to (default: the model's
+        input size).
+      image_mean / image_std: a folder's images become (pixel - mean) / std.
+      progress: tqdm progress bars.
+      seed: random seed (sampling, AdaRound batches).
+    """
+
+    steps: Optional[Sequence[str]] = None
+    per_channel: bool = True
+    ranges: str = "minmax"
+    weight_ranges: Optional[str] = None
+    activation_ranges: Optional[str] = None
+    logits_ranges: Optional[str] = "cross_entropy"
+    percentile: float = 99.99
+    data_free: bool = False
+    input_range: Optional[tuple[float, float]] = None
+    relu6_policy: str = "bounded"
+    relu6_headroom: float = 1.0
+    cle_activation_bound: bool = True
+    bias_correction: str = "auto"
+    layerwise_activations: bool = True
+    absorb_through_padding: bool = False
+    bn_alpha: float = 6.0
+    bn_sigmas: float = 3.0
+    adaround_iterations: int = 200
+    adaround_batch_size: int = 32
+    adaround_patch: int = 16
+    adaround_rows: int = 1024
+    adaround_lr: Optional[float] = None
+    adaround_reg: float = 0.01
+    adaround_beta: tuple[float, float] = (20.0, 2.0)
+    adaround_warm_start: float = 0.2
+    max_calibration_samples: int = 256
+    layerwise_samples: int = 64
+    batch_size: int = 16
+    image_size: Optional[tuple[int, int]] = None
+    image_mean: float = 127.5
+    image_std: float = 127.5
+    progress: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps is not None:
+            if isinstance(self.steps, str):
+                self.steps = tuple(s.strip() for s in self.steps.split(",") if s.strip())
+            self.steps = tuple(s for s in self.steps if s != "fold_bn")
+            unknown = [s for s in self.steps if s not in STEPS]
+            if unknown:
+                raise SpecError(f"Unknown PTQ step(s) {unknown}; choose from {list(STEPS)} "
+                                "(BN folding is always done).")
+        self._check("ranges", self.ranges, WEIGHT_RANGES + ACTIVATION_RANGES)
+        if self.weight_ranges is not None:
+            self._check("weight_ranges", self.weight_ranges, WEIGHT_RANGES)
+        if self.activation_ranges is not None:
+            self._check("activation_ranges", self.activation_ranges, ACTIVATION_RANGES)
+        if self.logits_ranges is not None:
+            self._check("logits_ranges", self.logits_ranges, LOGITS_RANGES)
+        self._check("relu6_policy", self.relu6_policy, RELU6_POLICIES)
+        self._check("bias_correction", self.bias_correction, BIAS_CORRECTION)
+        if self.input_range is not None:
+            lo, hi = (float(v) for v in self.input_range)
+            if not lo < hi:
+                raise SpecError(f"input_range must be (min, max) with min < max, got {self.input_range}.")
+            self.input_range = (lo, hi)
+        for name in ("adaround_iterations", "adaround_batch_size", "adaround_rows", "adaround_patch",
+                     "max_calibration_samples", "layerwise_samples", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SpecError(f"PTQConfig.{name} must be a positive int, got {v!r}.")
+        if not self.image_std:
+            raise SpecError("PTQConfig.image_std must not be 0.")
+
+    @staticmethod
+    def _check(name, value, allowed):
+        if value not in allowed:
+            raise SpecError(f"PTQConfig.{name}={value!r}: choose one of {list(allowed)}.")
+
+    # ---- resolved choices -------------------------------------------------------------
+    @property
+    def active_steps(self) -> tuple[str, ...]:
+        return DEFAULT_STEPS if self.steps is None else tuple(self.steps)
+
+    @property
+    def adaround_learning_rate(self) -> float:
+        if self.adaround_lr is not None:
+            return float(self.adaround_lr)
+        return float(min(1e-2, max(1e-3, 10.0 / self.adaround_iterations)))
+
+    @property
+    def weight_estimator(self) -> str:
+        if self.weight_ranges is not None:
+            return self.weight_ranges
+        return self.ranges if self.ranges in WEIGHT_RANGES else "minmax"
+
+    @property
+    def activation_estimator(self) -> str:
+        if self.data_free:
+            return "bn"
+        if self.activation_ranges is not None:
+            return self.activation_ranges
+        return self.ranges if self.ranges in ACTIVATION_RANGES else "minmax"
+
+    @property
+    def logits_estimator(self) -> str:
+        if self.data_free:
+            return "bn"
+        return self.logits_ranges or self.activation_estimator
+
+    def replace(self, **changes) -> "PTQConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,171 @@
+"""Layer-by-layer steps on quantized inputs: empirical bias correction and AdaRound.
+
+The graph is run node by node, in order, twice side by side over a bounded set of calibration
+samples: the float model (x) and the model whose preceding layers already have their final
+quantized weights (x^). At each linear layer, before moving on:
+
+- AdaRound learns the layer's rounding from (x^, f_a(W x + b)) (see `adaround`);
+- empirical bias correction (white paper eq. "Delta W E[x] = E[W^ x] - E[W x]") subtracts the
+  mean per-channel difference between the layer's quantized pre-activation output (on x^) and
+  the float one (on x) from the bias, so that each layer's mean output shift is removed in turn,
+  the corrections of earlier layers included.
+
+Tensors are freed as soon as their last reader has run; memory is bounded by the
+`layerwise_samples` kept (PTQConfig).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfquant.core import QuantSpec, fake_quant
+from tfquant.graph import Emitter, Graph, Node, QuantPlan, fake_quant_kernel, linear_op, ref
+from tfquant.ptq.adaround import AdaRoundResult, adaround_layer
+
+_ACT = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
+
+
+@dataclasses.dataclass
+class LayerwiseReport:
+    bias_shift: dict[str, float] = dataclasses.field(default_factory=dict)   # max |correction|
+    adaround: dict[str, AdaRoundResult] = dataclasses.field(default_factory=dict)
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def _apply(fn: Callable, xs: list[np.ndarray], chunk: int) -> np.ndarray:
+    n = xs[0].shape[0]
+    parts = [np.asarray(fn(*[tf.constant(x[s]) if isinstance(x, np.ndarray) else x for x in xs]))
+             for s in _chunks(n, chunk)]
+    return np.concatenate(parts)
+
+
+def quantized_kernel(node: Node, plan: QuantPlan) -> np.ndarray:
+    """The kernel on its integer grid (core's FakeQuant with the plan's range)."""
+    lo, hi = plan.weight_ranges[node.name]
+    return np.asarray(fake_quant_kernel(node, tf.constant(node.kernel), lo, hi, plan.weight_specs[node.name]))
+
+
+def run_layerwise(graph: Graph, plan: QuantPlan, samples: np.ndarray, config, *, bias_correction: bool,
+                  adaround: bool, quantize_activations: bool = False,
+                  progress: Callable = lambda it, **k: it, chunk: int = 16) -> LayerwiseReport:
+    """Run AdaRound and / or empirical bias correction layer by layer (modifies the graph).
+
+    `quantize_activations`: the quantized side also quantizes activations (plan.ranges must be
+    set), so that bias correction also removes the mean shift activation quantization causes."""
+    report = LayerwiseReport()
+    rng = np.random.default_rng(config.seed)
+    float_em = Emitter(graph, None, "float")
+    quant_em = Emitter(graph, plan, "quant" if quantize_activations else "weights")
+    nodes = list(graph)
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for r in node.inputs:
+            last_use[r] = i
+    env_f: dict[str, np.ndarray] = {}
+    env_q: dict[str, np.ndarray] = {}
+    inputs = [s.ref for s in graph.inputs]
+    linear_count = sum(1 for n in nodes if n.is_linear)
+    bar = progress(range(linear_count), desc="layer by layer: " + "+".join(
+        s for s, on in (("adaround", adaround), ("bias correction", bias_correction)) if on))
+    bar_iter = iter(bar)
+    for i, node in enumerate(nodes):
+        if node.type == "input":
+            env_f[node.output()] = samples
+            env_q[node.output()] = _run_batched(quant_em, node, [samples], samples.shape[0], chunk)[0]
+            continue
+        if node.is_linear:
+            y_f, y_q = _linear_step(node, env_f[node.inputs[0]], env_q[node.inputs[0]], plan, config,
+                                    bias_correction, adaround, rng, report, chunk, quantize_activations)
+            env_f[node.output()], env_q[node.output()] = y_f, y_q
+            next(bar_iter, None)
+        else:
+            for env, em in ((env_f, float_em), (env_q, quant_em)):
+                ins = [env[r] for r in node.inputs]
+                if node.type == "const":
+                    outs = [np.asarray(node.weights["value"])]
+                elif any(isinstance(x, np.ndarray) and x.ndim > 0 and x.shape[0] == samples.shape[0]
+                         for x in ins):
+                    outs = _run_batched(em, node, ins, samples.shape[0], chunk)
+                else:
+                    outs = [np.asarray(o) for o in em.run_node(node, [tf.constant(x) for x in ins])]
+                for k, o in enumerate(outs):
+                    env[ref(node.name, k)] = o
+        for r in node.inputs:
+            if last_use.get(r) == i and not graph.is_output(r):
+                env_f.pop(r, None)
+                env_q.pop(r, None)
+    for _ in bar_iter:
+        pass
+    return report
+
+
+def _run_batched(em: Emitter, node: Node, ins: list, n: int, chunk: int) -> list[np.ndarray]:
+    """Run a node over the samples in chunks (inputs without the batch axis are passed whole)."""
+    parts: list[list[np.ndarray]] = []
+    for s in _chunks(n, chunk):
+        args = [tf.constant(x[s]) if isinstance(x, np.ndarray) and x.ndim > 0 and x.shape[0] == n
+                else tf.constant(x) for x in ins]
+        parts.append([np.asarray(o) for o in em.run_node(node, args)])
+    return [np.concatenate([p[k] for p in parts]) if parts[0][k].ndim > 0 else parts[0][k]
+            for k in range(len(parts[0]))]
+
+
+def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, config, bias_correction: bool,
+                 adaround: bool, rng, report: LayerwiseReport, chunk: int, quantize_activations: bool):
+    op = linear_op(node)
+    act = _ACT[node.activation]
+    kernel = tf.constant(node.kernel)
+    bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
+    pre_f = _apply(lambda x: op(x, kernel) + bias, [x_f], chunk)
+    if adaround:
+        spec = plan.weight_specs[node.name]
+        lo, hi = plan.weight_ranges[node.name]
+        target = np.asarray(act(pre_f)) if node.activation else pre_f
+        learned, result = adaround_layer(node, x_q, target, spec, lo, hi, config, rng)
+        node.weights["kernel"] = learned
+        report.adaround[node.name] = result
+    k_q = tf.constant(quantized_kernel(node, plan))
+    pre_q = _apply(lambda x: op(x, k_q) + bias, [x_q], chunk)
+    if bias_correction:
+        axes = tuple(range(pre_q.ndim - 1))
+        shift = (pre_q.astype(np.float64) - pre_f).mean(axis=axes)
+        node.weights["bias"] = (bias - shift).astype(np.float32)
+        pre_q = pre_q - shift.astype(np.float32)
+        report.bias_shift[node.name] = float(np.max(np.abs(shift)))
+    y_f = np.asarray(act(pre_f)) if node.activation else pre_f
+    y_q = np.asarray(act(pre_q)) if node.activation else pre_q
+    if quantize_activations and plan.is_owner(node.output()):
+        lo, hi = plan.range_of(node.output())
+        y_q = _apply(lambda y: fake_quant(y, lo, hi, QuantSpec.activation()), [y_q], chunk)
+    return y_f, y_q
+
+
+def layer_output_shift(graph: Graph, plan: QuantPlan, samples: np.ndarray, reference: Optional[Graph] = None,
+                       chunk: int = 16) -> dict[str, np.ndarray]:
+    """Per linear layer, the mean per-channel difference between its pre-activation output in the
+    weight-quantized model (on quantized inputs) and in the float `reference` model (default:
+    `graph` itself; give a copy taken before bias correction) — what empirical bias correction
+    drives to zero. For tests and debugging."""
+    out: dict[str, np.ndarray] = {}
+    float_em = Emitter(reference if reference is not None else graph, None, "float", keep_pre_activation=True)
+    quant_em = Emitter(graph, plan, "weights", keep_pre_activation=True)
+    sums: dict[str, list] = {}
+    for s in _chunks(samples.shape[0], chunk):
+        x = tf.constant(samples[s])
+        float_em.run([x])
+        quant_em.run([x])
+        for node in graph.linear_nodes():
+            d = np.asarray(quant_em.pre_activation[node.name], np.float64) - np.asarray(float_em.pre_activation[node.name])
+            axes = tuple(range(d.ndim - 1))
+            sums.setdefault(node.name, []).append((d.sum(axis=axes), np.prod([d.shape[a] for a in axes])))
+    for name, parts in sums.items():
+        out[name] = sum(p[0] for p in parts) / sum(p[1] for p in parts)
+    return out
+

@@ -1,0 +1,312 @@
+"""`tfquant.ptq`: the white paper's standard post-training quantization pipeline (Nagel et al.
+2021, section 3.5) on a SavedModel or a Keras model, to an int8 TFLite flatbuffer.
+
+    >>> sim = tfquant.ptq("saved_model_dir", calibration=x_cal, output="model.tflite")
+    >>> sim(x)                                  # the simulation (FakeQuant graph)
+    >>> print(sim.report.summary())             # what each step did
+    >>> tfquant.verify("model.tflite", sim.exact, x, float_model=sim.float_model)
+    >>> sim = tfquant.ptq(model, config=PTQConfig(data_free=True, input_range=(-1, 1)))
+
+Steps, in order (each optional, see `PTQConfig`):
+  import -> BN folding -> activation fusion -> [calibrated pre-activation ranges] -> CLE ->
+  high-bias absorption -> weight ranges -> [AdaRound, empirical bias correction: layer by layer]
+  -> [analytic bias correction] -> activation ranges (on the weight-quantized model) -> export.
+With no calibration data every step is data-free (BN statistics); AdaRound is then skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfquant.errors import DataError, ModelFileError, SpecError
+from tfquant.graph import Graph, QuantPlan, assign_quantizers, build_function, fuse_activations, load_graph
+from tfquant.graph.patterns import equalization_chains
+from tfquant.io_utils import atomic_directory
+from tfquant.ptq.bias_correction import analytic_bias_correction
+from tfquant.ptq.bn_folding import fold_batch_norms, unfolded_batch_norms
+from tfquant.ptq.calibration import Calibration
+from tfquant.ptq.cle import absorb_high_biases, equalize
+from tfquant.ptq.config import PTQConfig
+from tfquant.ptq.layerwise import LayerwiseReport, run_layerwise
+from tfquant.ptq.ranges import calibrate_activations, pre_activation_ranges, set_data_free_ranges, set_weight_ranges
+
+
+@dataclasses.dataclass
+class PTQReport:
+    """What the pipeline did, step by step."""
+
+    source: str = ""
+    data_free: bool = False
+    steps: list[str] = dataclasses.field(default_factory=list)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    folded_bn: int = 0
+    unfolded_bn: list[str] = dataclasses.field(default_factory=list)
+    unknown_ops: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    cle: Optional[str] = None
+    absorbed: dict[str, int] = dataclasses.field(default_factory=dict)
+    bias_correction: dict[str, float] = dataclasses.field(default_factory=dict)
+    layerwise: Optional[LayerwiseReport] = None
+    estimators: dict[str, int] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"tfquant.ptq on {self.source} ({'data-free' if self.data_free else 'calibrated'}); "
+                 f"steps: {', '.join(self.steps) or 'none'}"]
+        lines.append(f"  BN folded: {self.folded_bn}" + (f"; not folded: {', '.join(self.unfolded_bn)}"
+                                                         if self.unfolded_bn else ""))
+        if self.cle:
+            lines.append("  " + self.cle)
+        if self.absorbed:
+            lines.append(f"  high-bias absorption: {sum(self.absorbed.values())} channels in {len(self.absorbed)} layers")
+        if self.bias_correction:
+            lines.append(f"  bias correction: {len(self.bias_correction)} layers, largest shift "
+                         f"{max(self.bias_correction.values()):.4g}")
+        if self.layerwise and self.layerwise.adaround:
+            res = self.layerwise.adaround.values()
+            better = sum(r.loss_adaround < r.loss_nearest for r in res)
+            lines.append(f"  AdaRound: {len(res)} layers, {better} better than round-to-nearest")
+        if self.estimators:
+            lines.append("  activation ranges: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.estimators.items())))
+        if self.unknown_ops:
+            lines.append("  passed through untouched: " + ", ".join(f"{n} ({op})" for n, op in self.unknown_ops))
+        for note in self.notes:
+            lines.append("  note: " + note)
+        lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+class PTQResult:
+    """The quantized model: a simulation you can call, export and verify.
+
+    __call__ / fake_quant: the FakeQuant graph (what the converter reads);
+    exact: the bit-exact simulation of TFLite's reference kernels (for `tfquant.verify`);
+    float_model: the transformed float model (BN folded, equalized, bias corrected);
+    original_model: the model as imported, before any step (the reference for agreement);
+    graph / plan: the IR and its quantizers (ranges, weight grids), to inspect or modify
+    (call `rebuild()` after modifying them).
+    """
+
+    def __init__(self, graph: Graph, plan: QuantPlan, config: PTQConfig, report: PTQReport,
+                 original: Optional[Graph] = None):
+        self.graph, self.plan, self.config, self.report = graph, plan, config, report
+        self.original_graph = original
+        self.tflite: Optional[bytes] = None
+        self._original_model = None
+        self.rebuild()
+
+    @property
+    def original_model(self):
+        if self._original_model is None:
+            self._original_model = build_function(self.original_graph if self.original_graph is not None
+                                                  else self.graph)
+        return self._original_model
+
+    def rebuild(self) -> None:
+        self.fake_quant = build_function(self.graph, self.plan, mode="quant")
+        self.exact = build_function(self.graph, self.plan, mode="quant", exact=True)
+        self.float_model = build_function(self.graph)
+
+    def __call__(self, *inputs):
+        return self.fake_quant(*[tf.convert_to_tensor(x, tf.float32) for x in inputs])
+
+    def to_tflite(self, path: Optional[str | os.PathLike] = None, int8_io: bool = False) -> bytes:
+        """The int8 flatbuffer (written atomically to `path` if given)."""
+        from tfquant.export import to_tflite
+
+        self.tflite = to_tflite(self.fake_quant, path, int8_io=int8_io)
+        return self.tflite
+
+    def save_float(self, directory: str | os.PathLike) -> str:
+        """Write the transformed float model as a SavedModel (signature serving_default),
+        atomically: the folder appears complete or not at all."""
+        module = tf.Module()
+        module.serve = self.float_model
+        with atomic_directory(directory) as tmp:
+            tf.saved_model.save(module, tmp, signatures={"serving_default": self.float_model.get_concrete_function()})
+        return os.fspath(directory)
+
+    def verify(self, inputs, **kwargs):
+        """`tfquant.verify` of the exported flatbuffer against the exact simulation (and, for
+        top-1 agreement and SQNR, against the original float model)."""
+        from tfquant.export import verify
+
+        if self.tflite is None:
+            self.to_tflite()
+        return verify(self.tflite, self.exact, inputs, float_model=self.original_model, **kwargs)
+
+
+def _progress(config: PTQConfig):
+    if not config.progress:
+        return lambda it, **k: it
+    from tqdm.auto import tqdm
+
+    return lambda it, **k: tqdm(it, leave=False, **k)
+
+
+def _check_graph(graph: Graph) -> None:
+    if len(graph.inputs) != 1:
+        raise ModelFileError(f"tfquant.ptq quantizes models with one input; this one has {len(graph.inputs)} "
+                             f"({', '.join(s.key for s in graph.inputs)}).")
+    spec = graph.inputs[0]
+    if not spec.dtype.is_floating:
+        raise ModelFileError(f"The model's input {spec.key!r} is {spec.dtype.name}: tfquant.ptq needs a float input.")
+    if spec.shape is None:
+        raise ModelFileError(f"The model's input {spec.key!r} has an unknown rank.")
+    for node in graph:
+        for key, value in node.weights.items():
+            if value is not None and np.issubdtype(np.asarray(value).dtype, np.floating) \
+                    and not np.all(np.isfinite(value)):
+                raise DataError(f"The model's weights contain NaN or Inf: {key} of {node.name!r} "
+                                f"({node.tf_type}). Fix the float model before quantizing it.")
+    if not graph.linear_nodes():
+        raise ModelFileError("The model has no Conv2D, DepthwiseConv2dNative or MatMul with constant "
+                             "weights: nothing for tfquant.ptq to quantize.")
+
+
+def _config(config: Optional[PTQConfig], overrides: dict) -> PTQConfig:
+    config = config or PTQConfig()
+    if not isinstance(config, PTQConfig):
+        raise SpecError(f"config must be a tfquant.ptq.PTQConfig, got {type(config).__name__}.")
+    if overrides:
+        fields = {f.name for f in dataclasses.fields(PTQConfig)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise SpecError(f"Unknown tfquant.ptq option(s) {unknown}; see PTQConfig.")
+        config = dataclasses.replace(config, **overrides)
+    return config
+
+
+def _activation_ranges(graph, plan, cal, config, progress, report) -> None:
+    chosen = calibrate_activations(graph, plan, cal, config, progress)
+    for name in chosen.values():
+        report.estimators[name] = report.estimators.get(name, 0) + 1
+    report.steps.append("activation ranges (" + ", ".join(sorted(set(chosen.values()))) + ")")
+
+
+def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None, *,
+        signature: str = "serving_default", output: Optional[str | os.PathLike] = None,
+        saved_model_output: Optional[str | os.PathLike] = None, int8_io: bool = False,
+        **overrides) -> PTQResult:
+    """Post-training quantization of a float model to an int8 TFLite simulation and flatbuffer.
+
+    Args:
+      model: a SavedModel directory (its `signature`), a Keras model, or a tf.function with an
+        input signature.
+      calibration: a numpy array [N, ...] of preprocessed float samples, a tf.data.Dataset, a
+        folder of images (see PTQConfig.image_mean / image_std), a .npy file, or None for a
+        data-free pipeline (then PTQConfig.input_range is required).
+      config: a `PTQConfig`; keyword `overrides` replace its fields (e.g. per_channel=False).
+      output: write the int8 flatbuffer there (atomically).
+      saved_model_output: write the transformed float model there as a SavedModel (atomically).
+      int8_io: int8 inputs and outputs in the flatbuffer (otherwise float, quantized inside).
+
+    Returns a `PTQResult` (callable simulation; `.exact`, `.float_model`, `.report`, `.tflite`).
+    Raises `ModelFileError`, `DataError` or `SpecError` (all `TFQuantError`) for bad input.
+    """
+    config = _config(config, overrides)
+    progress = _progress(config)
+    report = PTQReport()
+    clock = time.perf_counter()
+    t_start = clock
+
+    def lap(name: str):
+        nonlocal clock
+        now = time.perf_counter()
+        report.seconds[name] = report.seconds.get(name, 0.0) + now - clock
+        clock = now
+
+    graph = load_graph(model, signature)
+    report.source = graph.source
+    _check_graph(graph)
+    original = graph.copy()
+    data_free = config.data_free or calibration is None
+    report.data_free = data_free
+    if data_free and config.input_range is None:
+        raise DataError("No calibration data: a data-free PTQ needs the model's input range. Set "
+                        "input_range=(min, max) (e.g. (-1.0, 1.0) for inputs scaled to [-1, 1]) or give "
+                        "calibration data.")
+    cal = None if data_free else Calibration.of(calibration, graph.inputs[0], config)
+    if cal is not None:   # fail early on empty, mistyped or misshapen data
+        next(iter(cal.batches(1, limit=1)))
+    report.unknown_ops = graph.unknown_ops
+    lap("import")
+
+    steps = config.active_steps
+    report.folded_bn = len(fold_batch_norms(graph))
+    report.unfolded_bn = unfolded_batch_norms(graph)
+    fuse_activations(graph)
+    lap("bn folding")
+
+    pre_ranges: dict = {}
+    chains = equalization_chains(graph)
+    if cal is not None and chains and ("cle" in steps or "bias_absorption" in steps):
+        names = sorted({n.name for c in chains for n in c.layers[:-1]})
+        pre_ranges = pre_activation_ranges(graph, cal, config, names, progress)
+        lap("calibration (pre-activations)")
+    if "cle" in steps:
+        eq = equalize(graph, config, pre_ranges, data_free=data_free)
+        report.cle = eq.summary() + (f"; {eq.relu6_replaced} ReLU6 replaced by ReLU" if eq.relu6_replaced else "")
+        report.steps.append("cle")
+        lap("cle")
+    if "bias_absorption" in steps:
+        report.absorbed = absorb_high_biases(graph, config, pre_ranges, data_free=data_free)
+        report.steps.append("bias_absorption")
+        lap("bias absorption")
+
+    plan = assign_quantizers(graph)
+    set_weight_ranges(graph, plan, config.per_channel, config.weight_estimator)
+    report.steps.append(f"weight ranges ({config.weight_estimator}, "
+                        f"{'per-channel' if config.per_channel else 'per-tensor'})")
+    lap("weight ranges")
+
+    empirical = "bias_correction" in steps and not data_free and config.bias_correction in ("auto", "empirical")
+    analytic = "bias_correction" in steps and (data_free or config.bias_correction == "analytic")
+    adaround = "adaround" in steps and not data_free
+    if "adaround" in steps and data_free:
+        report.notes.append("AdaRound skipped: it needs calibration data.")
+    if "bias_correction" in steps and data_free and config.bias_correction == "empirical":
+        report.notes.append("empirical bias correction needs data: analytic bias correction used instead.")
+    ranges_set = False
+    if empirical or adaround:
+        if config.layerwise_activations:   # ranges first: the layer-by-layer steps see them
+            _activation_ranges(graph, plan, cal, config, progress, report)
+            ranges_set = True
+            lap("activation ranges")
+        samples = cal.take(config.layerwise_samples, batch_size=config.batch_size)
+        lw = run_layerwise(graph, plan, samples, config, bias_correction=empirical, adaround=adaround,
+                           quantize_activations=config.layerwise_activations,
+                           progress=progress)
+        report.layerwise = lw
+        report.bias_correction.update(lw.bias_shift)
+        if adaround:
+            report.steps.append("adaround")
+        if empirical:
+            report.steps.append("bias_correction (empirical)")
+        lap("layer by layer")
+    if analytic:
+        report.bias_correction.update(analytic_bias_correction(graph, plan, config.input_range))
+        report.steps.append("bias_correction (analytic)")
+        lap("bias correction (analytic)")
+
+    if data_free:
+        set_data_free_ranges(graph, plan, config)
+        report.estimators = {"bn": len(plan.calibrated_ids())}
+        report.steps.append("activation ranges (bn)")
+    elif not ranges_set:
+        _activation_ranges(graph, plan, cal, config, progress, report)
+    lap("activation ranges")
+
+    result = PTQResult(graph, plan, config, report, original)
+    if output is not None:
+        result.to_tflite(output, int8_io=int8_io)
+        lap("export")
+    if saved_model_output is not None:
+        result.save_float(saved_model_output)
+        lap("float SavedModel")
+    report.seconds["total"] = time.perf_counter() - t_start
+    return result

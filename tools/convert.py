@@ -1,0 +1,107 @@
+"""tfquant-convert: a SavedModel to an int8 TFLite flatbuffer with tfquant's PTQ pipeline.
+
+    tfquant-convert --saved_model DIR --output model.tflite \\
+        [--calibration images_dir_or.npy] [--per_tensor] [--steps cle,bias_absorption,bias_correction]
+    tfquant-convert --saved_model DIR --output model.tflite --input_range=-1,1     # data-free
+
+Everything it does is `tfquant.ptq(...)`; it parses flags, prints the pipeline's report and what
+the flatbuffer holds, and turns a tfquant error into a one-line message and exit status 1.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model", None, "SavedModel directory to quantize.")
+flags.DEFINE_string("signature", "serving_default", "Signature of the SavedModel to quantize.")
+flags.DEFINE_string("output", None, "Where to write the int8 .tflite flatbuffer.")
+flags.DEFINE_string("calibration", None, "Folder of images, or a .npy array [N, ...] of preprocessed "
+                    "samples. Without it the pipeline is data-free (needs --input_range).")
+flags.DEFINE_boolean("per_tensor", False, "Per-tensor weights (default: per output channel).")
+flags.DEFINE_list("steps", None, "PTQ steps, comma separated, from: cle, bias_absorption, "
+                  "bias_correction, adaround; 'none' for none. Default: the standard pipeline.")
+flags.DEFINE_enum("ranges", None, ["minmax", "mse"], "Range estimator for weights and activations.")
+flags.DEFINE_enum("activation_ranges", None, ["minmax", "mse", "percentile", "bn"],
+                  "Activation range estimator (overrides --ranges).")
+flags.DEFINE_enum("weight_ranges", None, ["minmax", "mse"], "Weight range estimator (overrides --ranges).")
+flags.DEFINE_list("input_range", None, "min,max of the model input (required without calibration data).")
+flags.DEFINE_float("image_mean", 127.5, "Images from a folder become (pixel - mean) / std.")
+flags.DEFINE_float("image_std", 127.5, "Images from a folder become (pixel - mean) / std.")
+flags.DEFINE_integer("max_calibration_samples", None, "Calibration samples to read.")
+flags.DEFINE_integer("adaround_iterations", None, "AdaRound iterations per layer.")
+flags.DEFINE_string("saved_model_output", None, "Also write the transformed float model here.")
+flags.DEFINE_boolean("int8_io", False, "int8 inputs and outputs (default: float, quantized inside).")
+flags.DEFINE_boolean("verify", False, "Verify the flatbuffer against the simulation on calibration samples.")
+flags.DEFINE_boolean("progress", True, "Show progress bars.")
+
+
+def _fail(message: str) -> int:
+    print(f"tfquant-convert: error: {message}", file=sys.stderr)
+    return 1
+
+
+def config_overrides() -> dict:
+    """PTQConfig fields from the flags (only those given)."""
+    options: dict = {"per_channel": not FLAGS.per_tensor, "progress": FLAGS.progress,
+                     "image_mean": FLAGS.image_mean, "image_std": FLAGS.image_std}
+    if FLAGS.steps is not None:
+        options["steps"] = tuple(s for s in FLAGS.steps if s and s.lower() != "none")
+    for name in ("ranges", "activation_ranges", "weight_ranges", "max_calibration_samples",
+                 "adaround_iterations"):
+        if getattr(FLAGS, name) is not None:
+            options[name] = getattr(FLAGS, name)
+    if FLAGS.input_range is not None:
+        try:
+            lo, hi = (float(v) for v in FLAGS.input_range)
+        except ValueError:
+            raise ValueError(f"--input_range must be two numbers min,max, got {','.join(FLAGS.input_range)!r}.")
+        options["input_range"] = (lo, hi)
+    return options
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        return _fail(f"unexpected arguments {argv[1:]}; see --help.")
+    if not FLAGS.saved_model or not FLAGS.output:
+        return _fail("--saved_model and --output are required.")
+    import numpy as np
+
+    import tfquant
+    from tfquant.errors import TFQuantError
+
+    try:
+        options = config_overrides()
+    except ValueError as e:
+        return _fail(str(e))
+    try:
+        sim = tfquant.ptq(FLAGS.saved_model, FLAGS.calibration, signature=FLAGS.signature, output=FLAGS.output,
+                          saved_model_output=FLAGS.saved_model_output, int8_io=FLAGS.int8_io, **options)
+        print(sim.report.summary())
+        report = tfquant.inspect(FLAGS.output)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(report.op_counts().items()))
+        print(f"wrote {FLAGS.output}: {report.size_bytes} bytes; ops: {counts}; float ops: {len(report.float_ops)}")
+        if FLAGS.verify:
+            if FLAGS.calibration is None:
+                return _fail("--verify needs --calibration samples to run.")
+            from tfquant.ptq import Calibration
+
+            cal = Calibration.of(FLAGS.calibration, sim.graph.inputs[0], sim.config)
+            samples = cal.take(64)
+            print(sim.verify(samples.astype(np.float32), kernels=("reference",)).table())
+    except TFQuantError as e:
+        return _fail(str(e))
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point (tfquant-convert)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
