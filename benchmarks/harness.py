@@ -42,7 +42,7 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return _sqnr(reference, test)
 
 
-def latency_ms(tflite: bytes, runs: int = 30, warmup: int = 5) -> float:
+def latency_ms(tflite: bytes, runs: int = 100, warmup: int = 10) -> float:
     """Median wall time of one batch-1 inference, one thread, default (XNNPACK) kernels."""
     from ai_edge_litert.interpreter import Interpreter
 

@@ -133,7 +133,7 @@ def main(argv=None):
     parser.add_argument("--output", default="out/handbuilt.tflite")
     args = parser.parse_args(argv)
     model = build()
-    tfquant.to_tflite(model.__call__, args.output, trackable=model)
+    tfquant.to_tflite(model.__call__, args.output)
     print(tfquant.inspect(args.output).table())
     tfquant.verify(args.output, model.exact, sample_inputs(256), print_table=True)
 

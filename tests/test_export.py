@@ -23,7 +23,7 @@ def model():
 @pytest.fixture(scope="module")
 def tflite_path(model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("export") / "handbuilt.tflite")
-    tfquant.to_tflite(model.__call__, path, trackable=model)
+    tfquant.to_tflite(model.__call__, path)
     return path
 
 
@@ -102,7 +102,7 @@ def test_verify_meets_the_fidelity_contract(model, tflite_path):
 
 def test_int8_io(model, tmp_path):
     path = tmp_path / "io.tflite"
-    tfquant.to_tflite(model.__call__, path, int8_io=True, trackable=model)
+    tfquant.to_tflite(model.__call__, path, int8_io=True)
     report = tfquant.inspect(path)
     assert report.tensors[report.inputs[0]].dtype == "INT8"
     assert report.tensors[report.outputs[0]].dtype == "INT8"

@@ -15,6 +15,8 @@ from tfquant.core import (
     MinMaxRange,
     QuantSpec,
     fake_quant,
+    kernel_range,
+    quant_params,
     quantized_add,
     quantized_avg_pool,
     quantized_linear,
@@ -314,3 +316,33 @@ def test_export_never_sees_the_emulation():
         stale.get_concrete_function()
     with pytest.raises(ExportError, match="exact"):
         tfquant.to_tflite(stale)
+
+
+def test_bias_is_rounded_with_the_converters_double_scales():
+    """Biases of ~1e8 LSBs (tiny weight scales after CLE, say): the converter divides by the
+    product of its float64 scales, not of the float32 scales it stores; 1e8 LSBs is where the
+    two differ."""
+    rng = np.random.default_rng(0)
+    channels = 64
+    kernel = (rng.normal(size=(1, 1, 8, channels)) * rng.uniform(1e-3, 1, channels)).astype(np.float32)
+    bias = rng.normal(0, 300, channels).astype(np.float32)
+    in_range, out_range = (-1.0, 1.0), (-1000.0, 1000.0)
+    w_spec = QuantSpec.weight(per_channel=True)
+    w_lo, w_hi = kernel_range(kernel)
+
+    def build(t):
+        t = fake_quant(t, *in_range, ACT)
+        return quantized_linear(lambda a, w: tf.nn.conv2d(a, w, 1, "SAME"), t, kernel, bias,
+                                input_range=in_range, output_range=out_range)
+
+    fn = tf.function(build, input_signature=[tf.TensorSpec([1, 4, 4, 8], tf.float32)])
+    report = tfquant.inspect(tfquant.to_tflite(fn))
+    conv = next(op for op in report.ops if op.op == "CONV_2D")
+    written = np.asarray(report.tensors[conv.inputs[2]].data).astype(np.int64)
+    p_in, p_w = quant_params(*in_range, ACT), quant_params(w_lo, w_hi, w_spec)
+    ours = integer_kernels.quantize_bias(bias, p_in.real_scale * p_w.real_scale).numpy()
+    np.testing.assert_array_equal(ours, written)
+    assert np.abs(written).max() > 1e8
+    from_float32_scales = integer_kernels.quantize_bias(
+        bias, np.float64(p_in.scale) * p_w.scale.astype(np.float64)).numpy()
+    assert np.any(from_float32_scales != written)   # the case is sensitive to the rule

@@ -234,11 +234,18 @@ def activation_bounds(activation: Optional[str], scale: float, zero_point: int,
 
 
 # ---- kernels -----------------------------------------------------------------------------------
+def quantize_bias(bias, bias_scale) -> tf.Tensor:
+    """The int32 bias the converter writes (as int64): round half away from zero of
+    bias / bias_scale in double, bias_scale = input real_scale * weight real_scale (per channel)."""
+    scale = np.asarray(bias_scale, np.float64).reshape(-1)
+    return tf.cast(round_half_away_exact(tf.cast(bias, tf.float64) / scale), tf.int64)
+
+
 def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel_q: tf.Tensor,
            bias: Optional[tf.Tensor], *, input_scale: float, input_zero_point: int,
            kernel_scale, output_scale: float, output_zero_point: int,
            activation: Optional[str] = None, fully_connected: bool = False,
-           depthwise: bool = False) -> tf.Tensor:
+           depthwise: bool = False, bias_scale=None) -> tf.Tensor:
     """CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED as the reference kernels compute them.
 
     Args:
@@ -254,6 +261,8 @@ def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel
       fully_connected: FULLY_CONNECTED's double-precision requantization instead of the conv's
         fixed-point MultiplyByQuantizedMultiplier.
       depthwise: `kernel_q` is a depthwise kernel [H, W, C, M].
+      bias_scale: the float64 scale(s) the converter rounds the bias with, input real_scale *
+        kernel real_scale (`QuantParams.real_scale`); default: from the float32 scales.
 
     Returns the float32 value of the int8 output.
     """
@@ -265,8 +274,9 @@ def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel
     wi = tf.cast(_grid(kernel_q, s_w.reshape(w_scale_shape)), tf.float64)     # int8 weights
     acc = tf.cast(op(xi, wi), tf.int64)
     if bias is not None:
-        bias_scale = np.float64(s_in) * s_w.astype(np.float64)
-        acc = acc + tf.cast(round_half_away_exact(tf.cast(bias, tf.float64) / bias_scale), tf.int64)
+        if bias_scale is None:
+            bias_scale = np.float64(s_in) * s_w.astype(np.float64)
+        acc = acc + quantize_bias(bias, bias_scale)
     # Effective multiplier per output channel, double from the float32 scales, (s_in * s_w) / s_out.
     effective = (np.float64(s_in) * s_w.astype(np.float64)) / np.float64(s_out)
     if effective.size == 1:

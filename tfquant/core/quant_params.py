@@ -23,7 +23,7 @@ never 0 and never NaN, and the converter's own widening of ranges under 1e-6 nev
 from __future__ import annotations
 
 import dataclasses
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +43,9 @@ class QuantParams:
 
     `scale` (float32, as stored in the flatbuffer) and `zero_point` (int64) are what the
     converter writes; `min` / `max` (float32) are the snapped range a FakeQuant op must use.
+    `real_scale` is the converter's float64 scale before it is stored as float32: it quantizes
+    biases with input real_scale * weight real_scale (a bias of 1e8 LSBs rounds differently
+    with the float32 scales).
     """
 
     scale: np.ndarray
@@ -50,6 +53,7 @@ class QuantParams:
     min: np.ndarray
     max: np.ndarray
     spec: QuantSpec
+    real_scale: Optional[np.ndarray] = None
 
 
 def round_half_away(x):
@@ -101,13 +105,19 @@ def converter_params(fq_min: ArrayLike, fq_max: ArrayLike, spec: QuantSpec) -> t
     Mirrors the converter's lowering: double arithmetic on the unsigned grid, zero point
     rounded half away from zero and clamped, scale stored as float32.
     """
+    scale, zero_point = _converter_params(fq_min, fq_max, spec)
+    return scale.astype(np.float32), zero_point
+
+
+def _converter_params(fq_min: ArrayLike, fq_max: ArrayLike, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:
+    """`converter_params` with the scale still in float64."""
     fq_min = np.asarray(fq_min, np.float32).astype(np.float64)
     fq_max = np.asarray(fq_max, np.float32).astype(np.float64)
     offset = _unsigned_offset(spec)
     qmin_u, qmax_u = spec.qmin + offset, spec.qmax + offset
     scale = (fq_max - fq_min) / (qmax_u - qmin_u)
     zero_point = np.clip(round_half_away(qmin_u - fq_min / scale), qmin_u, qmax_u) - offset
-    return scale.astype(np.float32), zero_point.astype(np.int64)
+    return scale, zero_point.astype(np.int64)
 
 
 def _check_range(rmin: np.ndarray, rmax: np.ndarray) -> None:
@@ -133,8 +143,9 @@ def quant_params(rmin: ArrayLike, rmax: ArrayLike, spec: QuantSpec) -> QuantPara
     with tf.init_scope():  # eager even when called while a tf.function is being traced
         smin, smax = snap_range(rmin, rmax, spec)
         smin, smax = smin.numpy(), smax.numpy()
-    scale, zero_point = converter_params(smin, smax, spec)
-    return QuantParams(scale=scale, zero_point=zero_point, min=smin, max=smax, spec=spec)
+    real_scale, zero_point = _converter_params(smin, smax, spec)
+    return QuantParams(scale=real_scale.astype(np.float32), zero_point=zero_point, min=smin, max=smax,
+                       spec=spec, real_scale=real_scale)
 
 
 def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, spec: QuantSpec,

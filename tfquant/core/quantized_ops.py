@@ -116,7 +116,8 @@ def quantized_linear(op: Callable, x, kernel, bias, *, input_range, output_range
     exact = integer_kernels.linear(
         op, x, kernel_q, bias, input_scale=p_in.scale, input_zero_point=int(p_in.zero_point),
         kernel_scale=p_w.scale, output_scale=p_out.scale, output_zero_point=int(p_out.zero_point),
-        activation=activation, fully_connected=fully_connected, depthwise=depthwise)
+        activation=activation, fully_connected=fully_connected, depthwise=depthwise,
+        bias_scale=p_in.real_scale * p_w.real_scale)
     return integer_kernels.straight_through(fake, exact)
 
 
