@@ -32,6 +32,14 @@ class Row:
     note: str = ""
 
 
+def announce(row: Row) -> Row:
+    """Print a finished row at once (a full run takes most of an hour)."""
+    figures = {k: v for k, v in dataclasses.asdict(row).items() if v not in (None, "") and k != "route"}
+    print(f"[benchmarks] {row.route}: " + ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()), flush=True)
+    return row
+
+
 def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:
     return float(np.mean(np.argmax(reference, -1) == np.argmax(test, -1)))
 

@@ -83,7 +83,6 @@ def tfquant_qat(model, x_train, y_train, x_test, weight_bits: int, epochs: int, 
     fidelity of the Keras model vs its own flatbuffer on `fidelity_n` test images (reference
     kernels), and the median training step time against a float copy of the network."""
     import keras
-    import numpy as np
 
     from benchmarks.harness import timed
     from benchmarks.models.fmnist_net import BATCH_SIZE

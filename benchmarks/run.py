@@ -8,7 +8,6 @@ Every figure in BENCHMARKS.md comes from this harness, in one run.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

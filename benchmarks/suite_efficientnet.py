@@ -1,8 +1,6 @@
 """EfficientNet-Lite0 (ImageNet weights) on crops of real photos: fidelity to the float model."""
 from __future__ import annotations
 
-import numpy as np
-
 from benchmarks import harness, routes
 from benchmarks.harness import NotBuilt, Row
 
@@ -19,6 +17,8 @@ PTQ_ABLATION = [
      dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction"), ranges="mse")),
     ("tfquant PTQ per-tensor: +AdaRound",
      dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction", "adaround"), ranges="mse")),
+    ("tfquant PTQ per-tensor: default pipeline, ReLU6 replaced by ReLU for CLE",
+     dict(per_channel=False, relu6_policy="relu")),
     ("tfquant PTQ per-channel: naive", dict(per_channel=True, steps=())),
     ("tfquant PTQ per-channel: default pipeline", dict(per_channel=True)),
     ("tfquant PTQ per-channel: best",
@@ -42,9 +42,10 @@ def run(quick: bool):
 
     def measure(route: str, tflite: bytes, seconds=None, **extra) -> Row:
         logits = run_tflite(tflite, evaluation)
-        return Row(route=route, agreement=harness.top1_agreement(float_logits, logits),
-                   sqnr_db=harness.sqnr_db(float_logits, logits), latency_ms=harness.latency_ms(tflite),
-                   size_kb=len(tflite) / 1024, quant_seconds=seconds, **extra)
+        return harness.announce(Row(
+            route=route, agreement=harness.top1_agreement(float_logits, logits),
+            sqnr_db=harness.sqnr_db(float_logits, logits), latency_ms=harness.latency_ms(tflite),
+            size_kb=len(tflite) / 1024, quant_seconds=seconds, **extra))
 
     rows = [measure("float TFLite", float_tflite(model))]
     tfl, secs = harness.timed(converter_ptq, model, cal, per_channel=True)

@@ -27,8 +27,8 @@ def run(quick: bool):
         return float(np.mean(np.argmax(run_tflite(tflite, x_test), -1) == y_test))
 
     def measure(route, tflite, seconds=None, **extra) -> Row:
-        return Row(route=route, accuracy=accuracy(tflite), latency_ms=harness.latency_ms(tflite),
-                   size_kb=len(tflite) / 1024, quant_seconds=seconds, **extra)
+        return harness.announce(Row(route=route, accuracy=accuracy(tflite), latency_ms=harness.latency_ms(tflite),
+                                    size_kb=len(tflite) / 1024, quant_seconds=seconds, **extra))
 
     keras_acc = float(np.mean(np.argmax(model.predict(x_test, batch_size=256, verbose=0), -1) == y_test))
     rows = [measure("float TFLite", float_tflite(model), note=f"Keras float accuracy {100 * keras_acc:.2f}%")]

@@ -29,5 +29,11 @@ def test_quick_benchmark_writes_tables_and_plots(tmp_path):
     assert agreement and 0.0 < float(agreement.group(1)) <= 100.0
     accuracy = re.findall(r"\| float TFLite \| ([0-9.]+)% \|", text)
     assert accuracy and float(accuracy[-1]) > 50.0
+    # tfquant's own routes are built: measured figures, and a fidelity column from verify.
+    assert "not built" not in text
+    qat = re.search(r"\| tfquant QAT W8A8 \(1 epoch\) \| ([0-9.]+)% \| ([0-9.]+)% \|", text)
+    assert qat and float(qat.group(1)) > 50.0 and float(qat.group(2)) >= 99.5
+    ptq = re.search(r"\| tfquant PTQ per-tensor: naive \| ([0-9.]+)% \| [-0-9.]+ \| ([0-9.]+)% \|", text)
+    assert ptq and float(ptq.group(1)) > 0.0 and float(ptq.group(2)) >= 99.5
     assert (plots / "efficientnet_agreement.png").stat().st_size > 1000
     assert (plots / "fashion_mnist_accuracy.png").stat().st_size > 1000

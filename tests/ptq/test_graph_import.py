@@ -3,7 +3,6 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import ptq_models
 from ptq_models import first_output, rel_error, signature_fn

@@ -3,7 +3,6 @@ equalization equalizes, absorption is exact where the ReLU never clips, bias cor
 each layer's mean shift, AdaRound beats round-to-nearest."""
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import ptq_models
 from ptq_models import first_output, rel_error, signature_fn

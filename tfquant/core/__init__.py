@@ -8,6 +8,7 @@ from tfquant.core.fake_quant import (
     fake_quant,
     fake_quant_bias,
     fake_quant_depthwise_kernel,
+    fake_quant_kernel,
     quant_scale,
 )
 from tfquant.core.quant_params import (

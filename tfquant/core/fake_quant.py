@@ -69,6 +69,14 @@ def fake_quant_depthwise_kernel(kernel: tf.Tensor, rmin, rmax, spec: QuantSpec) 
     return tf.reshape(flat, [h, w, c, m])
 
 
+def fake_quant_kernel(kernel, rmin, rmax, spec: QuantSpec, depthwise: bool = False) -> tf.Tensor:
+    """A conv / dense kernel (output channel last) on its grid; a depthwise kernel [H, W, C, M]
+    through `fake_quant_depthwise_kernel` (TFLite's axis 3)."""
+    if depthwise:
+        return fake_quant_depthwise_kernel(kernel, rmin, rmax, spec)
+    return fake_quant(kernel, rmin, rmax, spec)
+
+
 def quant_scale(rmin, rmax, spec: QuantSpec) -> tf.Tensor:
     """The float64 scale TFLite will use for the range [rmin, rmax] (graph-friendly)."""
     fq_min, fq_max = _snapped(rmin, rmax, spec)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.core import integer_kernels
-from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_depthwise_kernel, quant_scale
+from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_kernel, quant_scale
 from tfquant.core.quant_params import quant_params
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import SpecError
@@ -101,10 +101,7 @@ def quantized_linear(op: Callable, x, kernel, bias, *, input_range, output_range
         raise SpecError("FULLY_CONNECTED weights must be per-tensor: the converter cannot carry a "
                         "per-channel FakeQuant through the transpose it inserts.")
     k_lo, k_hi = kernel_range_ if kernel_range_ is not None else kernel_range(kernel, depthwise, kernel_spec.per_channel)
-    if depthwise:
-        kernel_q = fake_quant_depthwise_kernel(kernel, k_lo, k_hi, kernel_spec)
-    else:
-        kernel_q = fake_quant(kernel, k_lo, k_hi, kernel_spec)
+    kernel_q = fake_quant_kernel(kernel, k_lo, k_hi, kernel_spec, depthwise)
     y = op(x, kernel_q)
     if bias is not None:
         y = y + fake_quant_bias(bias, quant_scale(*input_range, ACTIVATION), quant_scale(k_lo, k_hi, kernel_spec))

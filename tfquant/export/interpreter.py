@@ -10,7 +10,6 @@ user gets by default; fastest).
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType

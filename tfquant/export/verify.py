@@ -23,7 +23,7 @@ from tfquant.core.quant_params import converter_params, dequantize, quantize
 from tfquant.core.integer_kernels import simulation_mode
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import DataError
-from tfquant.export.converter import FAKE_QUANT_OPS, concrete_function_of
+from tfquant.export.converter import concrete_function_of
 from tfquant.export.interpreter import TFLiteRunner
 
 

@@ -16,7 +16,7 @@ from tfquant.graph.emit import (
     QuantPlan,
     assign_quantizers,
     build_function,
-    fake_quant_kernel,
+    node_kernel_on_grid,
     input_signature,
     linear_op,
 )

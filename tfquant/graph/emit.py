@@ -28,7 +28,7 @@ from tfquant.core import (
     QuantSpec,
     SOFTMAX_RANGE,
     fake_quant,
-    fake_quant_depthwise_kernel,
+    fake_quant_kernel,
     quantized_add,
     quantized_avg_pool,
     quantized_input,
@@ -38,7 +38,7 @@ from tfquant.core import (
     simulation_mode,
 )
 from tfquant.errors import ExportError
-from tfquant.graph.ir import SAME_SCALE_TF_OPS, SAME_SCALE_TYPES, Graph, Node, ref, split_ref
+from tfquant.graph.ir import SAME_SCALE_TF_OPS, SAME_SCALE_TYPES, Graph, Node, ref
 
 ACT_SPEC = QuantSpec.activation()
 LOGISTIC_RANGE = (0.0, 255.0 / 256.0)   # TFLite's fixed LOGISTIC output: 1/256, -128
@@ -184,11 +184,9 @@ def linear_op(node: Node) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     raise ValueError(f"{node.name} is not a linear node")
 
 
-def fake_quant_kernel(node: Node, kernel, lo, hi, spec: QuantSpec):
+def node_kernel_on_grid(node: Node, kernel, lo, hi, spec: QuantSpec):
     """The kernel of a linear node on its integer grid (per-channel axis handled for depthwise)."""
-    if node.type == "depthwise":
-        return fake_quant_depthwise_kernel(kernel, lo, hi, spec)
-    return fake_quant(kernel, lo, hi, spec)
+    return fake_quant_kernel(kernel, lo, hi, spec, depthwise=node.type == "depthwise")
 
 
 class _Generic:
@@ -345,7 +343,7 @@ class Emitter:
                 kernel_range_=(lo, hi))
         if self.mode == "weights":
             lo, hi = self.weight_range(node)
-            kernel = fake_quant_kernel(node, kernel, lo, hi, self.plan.weight_specs[node.name])
+            kernel = node_kernel_on_grid(node, kernel, lo, hi, self.plan.weight_specs[node.name])
         y = op(x, kernel)
         if bias is not None:
             y = y + bias

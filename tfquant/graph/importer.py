@@ -15,7 +15,7 @@ and are listed by `Graph.unknown_ops`.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf

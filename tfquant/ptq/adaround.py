@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.core import QuantSpec, quant_params
-from tfquant.graph import Node, fake_quant_kernel, linear_op
+from tfquant.graph import Node, node_kernel_on_grid, linear_op
 
 GAMMA, ZETA = -0.1, 1.1
 _ACT = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
@@ -192,7 +192,7 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
 
     up = (v.numpy() >= 0.0).astype(np.float32)
     learned = (s * np.clip(w_floor + up, qmin, qmax)).astype(np.float32)
-    nearest = np.asarray(fake_quant_kernel(node, tf.constant(w), lo, hi, spec))   # core's rounding
+    nearest = np.asarray(node_kernel_on_grid(node, tf.constant(w), lo, hi, spec))   # core's rounding
 
     def full_loss(kernel):
         total, count = 0.0, 0

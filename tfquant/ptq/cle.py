@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfquant.graph import Chain, Graph, Node, Stats, equalization_chains
+from tfquant.graph import Chain, Graph, Node, equalization_chains
 from tfquant.ptq.bn_folding import scale_output_channels
 
 ZERO_RANGE = 1e-5   # a channel whose range is below this fraction of its tensor's largest is "zero"

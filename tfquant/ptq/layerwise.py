@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.core import QuantSpec, fake_quant
-from tfquant.graph import Emitter, Graph, Node, QuantPlan, fake_quant_kernel, linear_op, ref
+from tfquant.graph import Emitter, Graph, Node, QuantPlan, node_kernel_on_grid, linear_op, ref
 from tfquant.ptq.adaround import AdaRoundResult, adaround_layer
 
 _ACT = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
@@ -49,7 +49,7 @@ def _apply(fn: Callable, xs: list[np.ndarray], chunk: int) -> np.ndarray:
 def quantized_kernel(node: Node, plan: QuantPlan) -> np.ndarray:
     """The kernel on its integer grid (core's FakeQuant with the plan's range)."""
     lo, hi = plan.weight_ranges[node.name]
-    return np.asarray(fake_quant_kernel(node, tf.constant(node.kernel), lo, hi, plan.weight_specs[node.name]))
+    return np.asarray(node_kernel_on_grid(node, tf.constant(node.kernel), lo, hi, plan.weight_specs[node.name]))
 
 
 def run_layerwise(graph: Graph, plan: QuantPlan, samples: np.ndarray, config, *, bias_correction: bool,
@@ -70,7 +70,6 @@ def run_layerwise(graph: Graph, plan: QuantPlan, samples: np.ndarray, config, *,
             last_use[r] = i
     env_f: dict[str, np.ndarray] = {}
     env_q: dict[str, np.ndarray] = {}
-    inputs = [s.ref for s in graph.inputs]
     linear_count = sum(1 for n in nodes if n.is_linear)
     bar = progress(range(linear_count), desc="layer by layer: " + "+".join(
         s for s, on in (("adaround", adaround), ("bias correction", bias_correction)) if on))

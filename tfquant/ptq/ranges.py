@@ -7,14 +7,14 @@ the int8 kernels will run), streaming the calibration set batch by batch.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from tfquant.core import MSERange, QuantSpec, bn_range, kernel_range, make_estimator
 from tfquant.errors import DataError
-from tfquant.graph import Emitter, Graph, Node, QuantPlan, input_signature, ref
+from tfquant.graph import Emitter, Graph, Node, QuantPlan, input_signature
 from tfquant.ptq.cle import ChannelRange
 from tfquant.ptq.stats import ACT_BOUNDS, propagate_stats
 

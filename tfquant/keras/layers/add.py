@@ -46,12 +46,11 @@ class QuantAdd(QuantLayer):
             raise SpecError(f"{self.name}: QuantAdd takes exactly two inputs, got {len(inputs)}.")
         a, b = inputs
         y = _ACT_FN[self.activation](a + b if self.op == "add" else a - b)
-        exact = None
-        if self.op == "add":
-            def exact(output_range):
-                return quantized_add(a, b, a_range=self.input_range(0), b_range=self.input_range(1),
-                                     output_range=output_range, activation=self.activation)
-        return self._quantize_output(y, training, exact=exact)
+
+        def exact(output_range):
+            return quantized_add(a, b, a_range=self.input_range(0), b_range=self.input_range(1),
+                                 output_range=output_range, activation=self.activation)
+        return self._quantize_output(y, training, exact=exact if self.op == "add" else None)
 
     def get_config(self):
         config = super().get_config()

@@ -30,9 +30,9 @@ import tensorflow as tf
 
 from tfquant.core import (
     QuantSpec,
-    fake_quant,
     fake_quant_bias,
     fake_quant_depthwise_kernel,
+    fake_quant_kernel,
     kernel_range,
     quant_params,
     quant_scale,
@@ -250,11 +250,7 @@ class QuantConv(QuantLayer):
 
     def _fake_forward(self, op, x, kernel, bias, in_range, spec, depthwise, correction=None):
         lo, hi = kernel_range(kernel, depthwise, spec.per_channel)
-        if depthwise:
-            kernel_q = fake_quant_depthwise_kernel(kernel, lo, hi, spec)
-        else:
-            kernel_q = fake_quant(kernel, lo, hi, spec)
-        y = op(x, kernel_q)
+        y = op(x, fake_quant_kernel(kernel, lo, hi, spec, depthwise))
         if correction is not None:
             y = y * correction
         if bias is not None:
@@ -317,7 +313,7 @@ class QuantConv(QuantLayer):
         kernel, bias = self.folded_weights()
         spec, depthwise = self.weight_spec, self.kind == "depthwise"
         lo, hi = kernel_range(kernel, depthwise, spec.per_channel)
-        q = fake_quant_depthwise_kernel(kernel, lo, hi, spec) if depthwise else fake_quant(kernel, lo, hi, spec)
+        q = fake_quant_kernel(kernel, lo, hi, spec, depthwise)
         out = {"kernel": q.numpy(), "kernel_scale": quant_params(lo, hi, spec).scale,
                "bias": None if bias is None else bias.numpy()}
         if self.kind == "separable":
