@@ -21,8 +21,8 @@ PTQ_ABLATION = [
      dict(per_channel=False, relu6_policy="relu")),
     ("tfquant PTQ per-channel: naive", dict(per_channel=True, steps=())),
     ("tfquant PTQ per-channel: default pipeline", dict(per_channel=True)),
-    ("tfquant PTQ per-channel: best",
-     dict(per_channel=True, steps=("bias_correction", "adaround"), ranges="mse")),
+    ("tfquant PTQ per-channel: bias correction + AdaRound",
+     dict(per_channel=True, steps=("bias_correction", "adaround"))),
     ("tfquant PTQ data-free (per-channel)", dict(per_channel=True, data_free=True, input_range=INPUT_RANGE)),
 ]
 QUICK_ROWS = ("tfquant PTQ per-tensor: naive", "tfquant PTQ per-tensor: +bias correction",
