@@ -30,11 +30,11 @@ def _plot(rows, metric: str, title: str, path: str) -> None:
     named = [(r.route, getattr(r, metric)) for r in rows if getattr(r, metric) is not None]
     if not named:
         return
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(named) + 1.2))
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(named) + 1.2))
     ax.barh([n for n, _ in named][::-1], [100 * v for _, v in named][::-1], color="#4878a8")
     ax.set_xlabel("%")
     ax.set_xlim(0, 100)
-    ax.set_title(title)
+    ax.set_title(title, loc="left", fontsize=10)
     for i, (_, v) in enumerate(named[::-1]):
         ax.text(min(100 * v + 1, 92), i, f"{100 * v:.1f}", va="center", fontsize=8)
     fig.tight_layout()

@@ -172,6 +172,19 @@ def test_failed_write_leaves_the_old_file(tmp_path, model, tflite_path):
     assert sorted(os.listdir(tmp_path)) == ["model.tflite"]
 
 
+def test_written_file_has_the_usual_permissions(tmp_path):
+    """Atomic writes go through a private temporary file; the result is readable as a plain
+    open() would have made it (0666 minus the umask), not 0600."""
+    from tfquant.io_utils import write_bytes_atomic
+
+    umask = os.umask(0o022)
+    try:
+        path = write_bytes_atomic(tmp_path / "out.bin", b"data")
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
 def test_verify_rejects_bad_inputs(model, tflite_path):
     from tfquant.errors import DataError
 

@@ -8,6 +8,14 @@ import tempfile
 from typing import Iterator
 
 
+def _default_mode(directory: bool = False) -> int:
+    """The mode a plain open() / mkdir() would give under the current umask (mkstemp and
+    mkdtemp make private 0600 / 0700 files, which readers of the output do not expect)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
     path = os.fspath(path)
@@ -19,6 +27,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -40,6 +49,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=True))
         if os.path.isdir(path):
             old = tmp + ".old"
             os.replace(path, old)
