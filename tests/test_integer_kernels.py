@@ -21,6 +21,7 @@ from tfquant.core import (
     quantized_avg_pool,
     quantized_linear,
     quantized_input,
+    quantized_leaky_relu,
     quantized_mean,
     quantized_softmax,
     simulation_mode,
@@ -316,6 +317,19 @@ def test_export_never_sees_the_emulation():
         stale.get_concrete_function()
     with pytest.raises(ExportError, match="exact"):
         tfquant.to_tflite(stale)
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.2, 0.3])
+def test_leaky_relu_is_exact(alpha):
+    rng, x = _case(int(alpha * 100))
+    in_range = _range(x)
+    out_range = _range(tf.nn.leaky_relu(x, alpha).numpy() * rng.uniform(0.7, 1.0))
+
+    def build(t):
+        t = fake_quant(t, *in_range, ACT)
+        return quantized_leaky_relu(t, alpha, input_range=in_range, output_range=out_range)
+
+    assert _compare(build, x) == 1.0
 
 
 def test_bias_is_rounded_with_the_converters_double_scales():

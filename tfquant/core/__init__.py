@@ -41,6 +41,7 @@ from tfquant.core.quantized_ops import (
     quantized_add,
     quantized_avg_pool,
     quantized_input,
+    quantized_leaky_relu,
     quantized_linear,
     quantized_mean,
     quantized_softmax,

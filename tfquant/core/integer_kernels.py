@@ -31,6 +31,9 @@ AVERAGE_POOL_2D      sum of the raw int8 values of the window's valid elements, 
 SOFTMAX (int8)       gemmlowp fixed point: input scaled to Q5.26, exp_on_negative_values, sum in
                      Q12.19, reciprocal by Newton-Raphson (GetReciprocal), output (1/256, -128).
 QUANTIZE             float32 x / float32 scale, rounded half away from zero, + zp, clamp.
+LEAKY_RELU (int8)    (q - zp_in) times QuantizeMultiplier(s_in / s_out) where it is >= 0, else
+                     times QuantizeMultiplier(s_in * alpha / s_out), both computed in float
+                     (activations.cc LeakyReluPrepare); MultiplyByQuantizedMultiplier, + zp_out.
 ===================  ==========================================================================
 
 Every kernel is checked against the interpreter in tests/test_integer_kernels.py (100% equal).
@@ -307,6 +310,22 @@ def add(a: tf.Tensor, b: tf.Tensor, *, a_scale: float, a_zero_point: int, b_scal
     q = multiply_by_quantized_multiplier(total, m_o, sh_o) + output_zero_point
     lo, hi = activation_bounds(activation, s_out, output_zero_point)
     return _to_float(tf.clip_by_value(q, lo, hi), s_out, output_zero_point)
+
+
+def leaky_relu(x: tf.Tensor, alpha: float, *, input_scale: float, input_zero_point: int,
+               output_scale: float, output_zero_point: int) -> tf.Tensor:
+    """LEAKY_RELU (int8), reference QuantizeLeakyRelu: each side of zero requantized with its own
+    multiplier. The multipliers are float expressions in the kernel's Prepare (float scales and
+    alpha), widened to double only for QuantizeMultiplier. `x` on its grid."""
+    s_in, s_out, a = np.float32(input_scale), np.float32(output_scale), np.float32(alpha)
+    m_id, sh_id = quantize_multiplier(np.float64(s_in / s_out))
+    m_a, sh_a = quantize_multiplier(np.float64((s_in * a) / s_out))
+    del input_zero_point                     # x is on its grid: x / s_in is q - zp_in already
+    q = _grid(x, s_in)
+    identity = multiply_by_quantized_multiplier(q, m_id, sh_id)
+    scaled = multiply_by_quantized_multiplier(q, m_a, sh_a)
+    out = tf.where(q >= 0, identity, scaled) + output_zero_point
+    return _to_float(tf.clip_by_value(out, INT8_MIN, INT8_MAX), s_out, output_zero_point)
 
 
 def mean(x: tf.Tensor, axis: Sequence[int], *, input_scale: float, input_zero_point: int,

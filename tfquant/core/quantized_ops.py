@@ -130,6 +130,17 @@ def quantized_add(a, b, *, a_range, b_range, output_range, activation: Optional[
     return integer_kernels.straight_through(fake, exact)
 
 
+def quantized_leaky_relu(x, alpha: float, *, input_range, output_range):
+    """LEAKY_RELU of a tensor on its grid, onto its own output grid."""
+    fake = fake_quant(tf.nn.leaky_relu(x, alpha=alpha), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
+    exact = integer_kernels.leaky_relu(x, alpha, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
+                                       output_scale=po.scale, output_zero_point=int(po.zero_point))
+    return integer_kernels.straight_through(fake, exact)
+
+
 def quantized_mean(x, axis, *, input_range, output_range, keepdims: bool = False):
     """MEAN over `axis` (global average pooling), onto its own output grid."""
     fake = fake_quant(tf.reduce_mean(x, axis=axis, keepdims=keepdims), *output_range, ACTIVATION)

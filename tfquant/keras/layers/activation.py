@@ -5,9 +5,10 @@ fuses them); this layer is for the others. Softmax and logistic outputs use TFLi
 (scale 1/256, zero point -128), tanh (1/128, 0); the rest get a moving-average range.
 SiLU (swish) is LOGISTIC then MUL on device: its sigmoid is put on the logistic grid first.
 
-Exact mode: softmax uses `tfquant.core.quantized_softmax` (TFLite's gemmlowp arithmetic); the other
-activations have no integer emulation yet and run the fake-quant path (TFLite evaluates them with
-lookup tables or fixed-point polynomials, which can differ from the rounded float by one LSB).
+Exact mode: softmax uses `tfquant.core.quantized_softmax` (TFLite's gemmlowp arithmetic) and
+LeakyReLU `quantized_leaky_relu` (two requantization multipliers); the other activations have no
+integer emulation yet and run the fake-quant path (TFLite evaluates them with lookup tables or
+fixed-point polynomials, which can differ from the rounded float by one LSB).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from tfquant.core import SOFTMAX_RANGE, QuantSpec, fake_quant, quantized_softmax
+from tfquant.core import SOFTMAX_RANGE, QuantSpec, fake_quant, quantized_leaky_relu, quantized_softmax
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer, is_exact
 from tfquant.keras.quantizers import (
@@ -92,6 +93,12 @@ class QuantActivation(QuantLayer):
             y = x * s
         else:
             y = _FN[self.activation](x, **self.params)
+        if self.activation == "leaky_relu":
+            alpha = float(self.params.get("negative_slope", 0.3))
+
+            def exact(output_range):
+                return quantized_leaky_relu(x, alpha, input_range=self.input_range(0), output_range=output_range)
+            return self._quantize_output(y, training, exact=exact)
         return self._quantize_output(y, training)
 
     def get_config(self):
