@@ -265,7 +265,8 @@ def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel
         fixed-point MultiplyByQuantizedMultiplier.
       depthwise: `kernel_q` is a depthwise kernel [H, W, C, M].
       bias_scale: the float64 scale(s) the converter rounds the bias with, input real_scale *
-        kernel real_scale (`QuantParams.real_scale`); default: from the float32 scales.
+        kernel real_scale (`QuantParams.real_scale`); required with a bias (the product of the
+        float32 scales rounds large biases differently).
 
     Returns the float32 value of the int8 output.
     """
@@ -278,7 +279,7 @@ def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel
     acc = tf.cast(op(xi, wi), tf.int64)
     if bias is not None:
         if bias_scale is None:
-            bias_scale = np.float64(s_in) * s_w.astype(np.float64)
+            raise ValueError("linear: a bias needs its bias_scale (input real_scale * kernel real_scale).")
         acc = acc + quantize_bias(bias, bias_scale)
     # Effective multiplier per output channel, double from the float32 scales, (s_in * s_w) / s_out.
     effective = (np.float64(s_in) * s_w.astype(np.float64)) / np.float64(s_out)
