@@ -21,6 +21,8 @@ PTQ_ABLATION = [
      dict(per_channel=False, relu6_policy="relu")),
     ("tfquant PTQ per-channel: naive", dict(per_channel=True, steps=())),
     ("tfquant PTQ per-channel: default pipeline", dict(per_channel=True)),
+    ("tfquant PTQ per-channel: bias correction + AdaRound (200 iterations)",
+     dict(per_channel=True, steps=("bias_correction", "adaround"), adaround_iterations=200)),
     ("tfquant PTQ per-channel: bias correction + AdaRound",
      dict(per_channel=True, steps=("bias_correction", "adaround"))),
     ("tfquant PTQ data-free (per-channel)", dict(per_channel=True, data_free=True, input_range=INPUT_RANGE)),

@@ -71,7 +71,10 @@ class PTQConfig:
         10,000 iterations, Adam 1e-3, regularisation 0.01, beta 20 -> 2 after a 20% warm start).
         The learning rate defaults to 10 / iterations within [1e-3, 1e-2]: AIMET's 1e-3 at
         10,000 iterations, larger for the short runs that fit a CPU budget (at 1e-3, a few
-        hundred steps barely move the rounding variables).
+        hundred steps barely move the rounding variables). 1,000 iterations by default: on
+        EfficientNet-Lite0 (per-channel, 64 images) 200 left the stem's reconstruction error
+        4x and the logits' 6x above what 1,000 reach, and top-1 agreement 2.5 points lower
+        (the whole pipeline: about 2 minutes against 8.5 on 2 cores).
       adaround_rows: rows (pixels) per step for 1x1 convolutions and dense layers.
       adaround_patch: other convolutions are optimised on random patch x patch output windows
         (adaround_batch_size of them per step) with the input windows they read.
@@ -103,7 +106,7 @@ class PTQConfig:
     absorb_through_padding: bool = False
     bn_alpha: float = 6.0
     bn_sigmas: float = 3.0
-    adaround_iterations: int = 200
+    adaround_iterations: int = 1000
     adaround_batch_size: int = 32
     adaround_patch: int = 16
     adaround_rows: int = 1024
