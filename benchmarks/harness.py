@@ -21,6 +21,7 @@ class Row:
 
     route: str
     agreement: Optional[float] = None        # top-1 agreement with the float model
+    agreement_ci: Optional[tuple[float, float]] = None   # its 95% interval (see agreement_interval)
     accuracy: Optional[float] = None         # test accuracy in TFLite (labelled data)
     sqnr_db: Optional[float] = None          # logit SQNR vs float
     exact: Optional[float] = None            # simulation-vs-TFLite fidelity (reference kernels)
@@ -35,13 +36,42 @@ class Row:
 def announce(row: Row) -> Row:
     """Print a finished row at once (a full run takes most of an hour)."""
     figures = {k: v for k, v in dataclasses.asdict(row).items() if v not in (None, "") and k != "route"}
-    print(f"[benchmarks] {row.route}: " + ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()), flush=True)
+    def fmt(v) -> str:
+        if isinstance(v, tuple):
+            return "(" + ", ".join(fmt(x) for x in v) + ")"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    print(f"[benchmarks] {row.route}: " + ", ".join(f"{k}={fmt(v)}" for k, v in figures.items()), flush=True)
     return row
 
 
 def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:
     return float(np.mean(np.argmax(reference, -1) == np.argmax(test, -1)))
+
+
+def agreement_interval(reference: np.ndarray, test: np.ndarray, groups, level: float = 0.95,
+                       resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of `top1_agreement`, resampling whole groups (e.g. the photo
+    each crop was cut from: crops of one photo are not independent, so resampling crops would
+    give too narrow an interval).
+
+        >>> lo, hi = agreement_interval(float_logits, int8_logits, evaluation_sources(64, 320))
+    """
+    groups = np.asarray(groups)
+    if groups.shape != (len(reference),) or len(reference) != len(test):
+        raise ValueError(f"need one group per sample: {len(reference)} reference, {len(test)} test "
+                         f"samples, groups of shape {groups.shape}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    hits = np.argmax(reference, -1) == np.argmax(test, -1)
+    names, index = np.unique(groups, return_inverse=True)
+    agree = np.bincount(index, weights=hits, minlength=len(names))
+    count = np.bincount(index, minlength=len(names))
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    rates = agree[draws].sum(1) / count[draws].sum(1)
+    tail = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(rates, [tail, 100.0 - tail])
+    return float(lo), float(hi)
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -111,6 +141,8 @@ def _fmt(v, kind: str) -> str:
         return "-"
     if kind == "pct":
         return f"{100 * v:.1f}%"
+    if kind == "ci":
+        return f"{100 * v[0]:.1f}-{100 * v[1]:.1f}%"
     if kind == "pct2":
         return f"{100 * v:.2f}%"
     if kind == "db":
@@ -125,6 +157,7 @@ def _fmt(v, kind: str) -> str:
 COLUMNS = {
     "route": ("route", "s"),
     "agreement": ("top-1 agreement", "pct"),
+    "agreement_ci": ("95% interval", "ci"),
     "accuracy": ("TFLite accuracy", "pct2"),
     "sqnr_db": ("logit SQNR dB", "db"),
     "exact": ("sim=TFLite exact", "pct2"),

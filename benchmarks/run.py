@@ -26,17 +26,23 @@ def _plot(rows, metric: str, title: str, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     named = [(r.route, getattr(r, metric)) for r in rows if getattr(r, metric) is not None]
     if not named:
         return
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(named) + 1.2))
-    ax.barh([n for n, _ in named][::-1], [100 * v for _, v in named][::-1], color="#4878a8")
+    intervals = [getattr(r, metric + "_ci", None) for r in rows if getattr(r, metric) is not None]
+    xerr = None
+    if all(ci is not None for ci in intervals):   # error bars: the rows' 95% intervals
+        xerr = np.array([[100 * (v - ci[0]), 100 * (ci[1] - v)] for (_, v), ci in zip(named, intervals)])[::-1].T
+    ax.barh([n for n, _ in named][::-1], [100 * v for _, v in named][::-1], color="#4878a8",
+            xerr=xerr, ecolor="#333333", capsize=2)
     ax.set_xlabel("%")
     ax.set_xlim(0, 100)
     ax.set_title(title, loc="left", fontsize=10)
     for i, (_, v) in enumerate(named[::-1]):
-        ax.text(min(100 * v + 1, 92), i, f"{100 * v:.1f}", va="center", fontsize=8)
+        ax.text(1, i, f"{100 * v:.1f}", va="center", fontsize=8, color="white")   # clear of the bars
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -56,8 +62,8 @@ def main(argv) -> int:
     sections.append("# Benchmarks\n\nWritten by `" + command + "`; every figure below comes from that "
                     "one run (nothing typed by hand). Machine: " + harness.machine() + ".\n")
     sections.append(
-        "Columns: *top-1 agreement* and *logit SQNR* compare the TFLite model's logits with the float "
-        "Keras model's; *TFLite accuracy* is on the labelled test set; *sim=TFLite exact* / *within 1 LSB* "
+        "Columns: *top-1 agreement* (with its 95% interval) and *logit SQNR* compare the TFLite model's "
+        "logits with the float Keras model's; *TFLite accuracy* is on the labelled test set; *sim=TFLite exact* / *within 1 LSB* "
         "compare a route's own simulation with its flatbuffer's int8 outputs under TFLite's reference "
         "kernels (only routes that have a simulation); *latency* is the median of repeated batch-1 runs "
         "on one thread with the default (XNNPACK) kernels, measured in this run beside the baselines it "

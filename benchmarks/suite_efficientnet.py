@@ -21,6 +21,8 @@ PTQ_ABLATION = [
      dict(per_channel=False, relu6_policy="relu")),
     ("tfquant PTQ per-channel: naive", dict(per_channel=True, steps=())),
     ("tfquant PTQ per-channel: default pipeline", dict(per_channel=True)),
+    ("tfquant PTQ per-channel: default pipeline + AdaRound",
+     dict(per_channel=True, steps=("cle", "bias_absorption", "bias_correction", "adaround"))),
     ("tfquant PTQ per-channel: bias correction + AdaRound (200 iterations)",
      dict(per_channel=True, steps=("bias_correction", "adaround"), adaround_iterations=200)),
     ("tfquant PTQ per-channel: bias correction + AdaRound",
@@ -32,13 +34,14 @@ QUICK_ROWS = ("tfquant PTQ per-tensor: naive", "tfquant PTQ per-tensor: +bias co
 
 
 def run(quick: bool):
-    from benchmarks.data.photos import photo_crops
+    from benchmarks.data.photos import evaluation_sources, photo_crops
     from benchmarks.models.efficientnet_lite0 import cached_saved_model, load_efficientnet_lite0, preprocess
     from benchmarks.peers.converter_ptq import converter_ptq, float_tflite, run_tflite
 
     n_cal, n_eval = (16, 48) if quick else (64, 320)
     cal_u8, eval_u8 = photo_crops(n_cal, n_eval, seed=0)
     cal, evaluation = preprocess(cal_u8), preprocess(eval_u8)
+    sources = evaluation_sources(n_cal, n_eval, seed=0)
     model = load_efficientnet_lite0()
     float_logits = model.predict(evaluation, batch_size=32, verbose=0)
 
@@ -46,6 +49,7 @@ def run(quick: bool):
         logits = run_tflite(tflite, evaluation)
         return harness.announce(Row(
             route=route, agreement=harness.top1_agreement(float_logits, logits),
+            agreement_ci=harness.agreement_interval(float_logits, logits, sources),
             sqnr_db=harness.sqnr_db(float_logits, logits), latency_ms=harness.latency_ms(tflite),
             size_kb=len(tflite) / 1024, quant_seconds=seconds, **extra))
 
@@ -71,14 +75,15 @@ def run(quick: bool):
     float_ms = rows[0].latency_ms
     conv_ms = rows[1].latency_ms
     table = harness.markdown_table(
-        rows, ["route", "agreement", "sqnr_db", "exact", "within_one", "latency_ms", "size_kb",
+        rows, ["route", "agreement", "agreement_ci", "sqnr_db", "exact", "within_one", "latency_ms", "size_kb",
                "quant_seconds", "note"],
         ratios={"float": float_ms, "converter int8": conv_ms})
     text = (f"## EfficientNet-Lite0 on real photos (W8A8)\n\n"
             f"ImageNet-pretrained EfficientNet-Lite0 rebuilt in Keras 3; {n_cal} calibration crops and "
             f"{n_eval} disjoint evaluation crops (random crops and flips) of the photos in the "
             f"scikit-image and scikit-learn wheels. No labels: the figure is agreement with the float "
-            f"model. Fidelity for tfquant routes: the exact simulation vs the flatbuffer (reference "
+            f"model; its 95% interval is a bootstrap that resamples whole photos "
+            f"({len(set(sources))} of them: crops of one photo are not independent samples). Fidelity for tfquant routes: the exact simulation vs the flatbuffer (reference "
             f"kernels) on {min(16, n_eval)} evaluation crops.\n\n{table}\n\n"
             f"![agreement](benchmarks/plots/efficientnet_agreement.png)\n\n"
             f"<details><summary>What each tfquant.ptq route did (its report)</summary>\n\n"

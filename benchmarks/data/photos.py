@@ -148,19 +148,34 @@ def render_crops(photos: Dict[str, np.ndarray], specs: Sequence[CropSpec],
     return out
 
 
+def _split_specs(n_calibration: int, n_evaluation: int, seed: int, names: Optional[Sequence[str]]):
+    """(photos, calibration specs, evaluation specs) as `photo_crops` draws them."""
+    n_calibration = _check_count("n_calibration", n_calibration)
+    n_evaluation = _check_count("n_evaluation", n_evaluation)
+    photos = load_photos(names)
+    shapes = {n: img.shape[:2] for n, img in photos.items()}
+    specs = draw_crop_specs(n_calibration + n_evaluation, shapes, seed=seed)
+    return photos, specs[:n_calibration], specs[n_calibration:]
+
+
 def photo_crops(n_calibration: int, n_evaluation: int, seed: int = 0, size: int = DEFAULT_SIZE,
                 names: Optional[Sequence[str]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(calibration uint8 [n_calibration, size, size, 3], evaluation uint8 [n_evaluation, size,
     size, 3]): seeded random crops and flips of the photos, spread evenly over them; no crop is
     in both sets. Preprocess them for the model (e.g. efficientnet_lite0.preprocess)."""
-    n_calibration = _check_count("n_calibration", n_calibration)
-    n_evaluation = _check_count("n_evaluation", n_evaluation)
     size = _check_count("size", size)
     if size < 1:
         raise ValueError("size must be >= 1")
-    photos = load_photos(names)
-    shapes = {n: img.shape[:2] for n, img in photos.items()}
-    specs = draw_crop_specs(n_calibration + n_evaluation, shapes, seed=seed)
-    calibration = render_crops(photos, specs[:n_calibration], size)
-    evaluation = render_crops(photos, specs[n_calibration:], size)
-    return calibration, evaluation
+    photos, cal_specs, eval_specs = _split_specs(n_calibration, n_evaluation, seed, names)
+    return render_crops(photos, cal_specs, size), render_crops(photos, eval_specs, size)
+
+
+def evaluation_sources(n_calibration: int, n_evaluation: int, seed: int = 0,
+                       names: Optional[Sequence[str]] = None) -> List[str]:
+    """The photo each of `photo_crops`' evaluation crops (same arguments) was cut from: crops of
+    one photo are not independent samples, so confidence intervals resample photos.
+
+        >>> evaluation_sources(64, 320)[:2]
+        ['astronaut', 'chelsea']
+    """
+    return [s.photo for s in _split_specs(n_calibration, n_evaluation, seed, names)[2]]

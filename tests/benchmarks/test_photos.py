@@ -104,3 +104,15 @@ def test_bad_counts(args, match):
 def test_bad_size():
     with pytest.raises(ValueError, match="size"):
         P.photo_crops(2, 2, size=0)
+
+
+def test_evaluation_sources_name_the_photo_of_each_evaluation_crop():
+    names = ["chelsea", "coffee", "rocket"]
+    sources = P.evaluation_sources(4, 9, seed=0, names=names)
+    assert len(sources) == 9 and set(sources) == set(names)
+    _, ev = P.photo_crops(4, 9, seed=0, size=32, names=names)
+    # Each crop equals a crop rendered from the photo it is said to come from.
+    photos = P.load_photos(names)
+    specs = P.draw_crop_specs(13, {n: photos[n].shape[:2] for n in names}, seed=0)[4:]
+    assert [s.photo for s in specs] == sources
+    np.testing.assert_array_equal(P.render_crops(photos, specs, 32), ev)
