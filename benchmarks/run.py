@@ -63,11 +63,11 @@ def main(argv) -> int:
                     "one run (nothing typed by hand). Machine: " + harness.machine() + ".\n")
     sections.append(
         "Columns: *top-1 agreement* (with its 95% interval) and *logit SQNR* compare the TFLite model's "
-        "logits with the float Keras model's; *TFLite accuracy* is on the labelled test set; *sim=TFLite exact* / *within 1 LSB* "
-        "compare a route's own simulation with its flatbuffer's int8 outputs under TFLite's reference "
-        "kernels (only routes that have a simulation); *latency* is the median of repeated batch-1 runs "
-        "on one thread with the default (XNNPACK) kernels, measured in this run beside the baselines it "
-        "is divided by; *quantize s* is the wall time of the quantization itself.\n")
+        "logits with the float Keras model's; *TFLite accuracy* is on the labelled test set; *sim=TFLite "
+        "exact* / *within 1 LSB* compare a route's own simulation with its flatbuffer's int8 outputs under "
+        "TFLite's reference kernels (only routes that have a simulation); *latency* is the median of "
+        "repeated batch-1 runs on one thread with the default (XNNPACK) kernels, measured in this run "
+        "beside the baselines it is divided by; *quantize s* is the wall time of the quantization itself.\n")
     if "efficientnet" in FLAGS.suites:
         from benchmarks import suite_efficientnet
 
