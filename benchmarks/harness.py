@@ -80,8 +80,8 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return _sqnr(reference, test)
 
 
-def latency_ms(tflite: bytes, runs: int = 100, warmup: int = 10) -> float:
-    """Median wall time of one batch-1 inference, one thread, default (XNNPACK) kernels."""
+def _ready_interpreter(tflite: bytes):
+    """A one-thread interpreter (default XNNPACK kernels) at batch 1, its inputs filled."""
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=tflite, num_threads=1)
@@ -98,14 +98,38 @@ def latency_ms(tflite: bytes, runs: int = 100, warmup: int = 10) -> float:
         if np.dtype(d["dtype"]) == np.int8:
             data = rng.integers(-128, 128, d["shape"])
         interp.set_tensor(d["index"], data.astype(d["dtype"]))
-    for _ in range(warmup):
-        interp.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interp.invoke()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return interp
+
+
+def latencies_ms(models: dict[str, bytes], rounds: int = 10, runs: int = 10,
+                 warmup: int = 10) -> dict[str, float]:
+    """Median wall time of one batch-1 inference of each model, measured side by side.
+
+    Every round times `runs` invocations of each model in turn, so a slow spell of a shared
+    machine falls on all of them alike; the figure is the median over all `rounds * runs`.
+
+        >>> ms = latencies_ms({"float": float_tflite, "int8": int8_tflite})   # {name: ms}
+    """
+    interps = {name: _ready_interpreter(tfl) for name, tfl in models.items()}
+    for interp in interps.values():
+        for _ in range(warmup):
+            interp.invoke()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, interp in interps.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                interp.invoke()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
+
+
+def fill_latencies(rows: list[Row], models: dict[str, bytes]) -> None:
+    """Sets each row's `latency_ms` from `latencies_ms(models)` (rows keyed by route)."""
+    measured = latencies_ms(models)
+    for row in rows:
+        if row.route in measured:
+            row.latency_ms = measured[row.route]
 
 
 def timed(fn: Callable, *args, **kwargs):

@@ -66,8 +66,8 @@ def main(argv) -> int:
         "logits with the float Keras model's; *TFLite accuracy* is on the labelled test set; *sim=TFLite "
         "exact* / *within 1 LSB* compare a route's own simulation with its flatbuffer's int8 outputs under "
         "TFLite's reference kernels (only routes that have a simulation); *latency* is the median of "
-        "repeated batch-1 runs on one thread with the default (XNNPACK) kernels, measured in this run "
-        "beside the baselines it is divided by; *quantize s* is the wall time of the quantization itself.\n")
+        "repeated batch-1 runs on one thread with the default (XNNPACK) kernels, every model of a table "
+        "timed in turn, round after round, beside the baselines it is divided by; *quantize s* is the wall time of the quantization itself.\n")
     if "efficientnet" in FLAGS.suites:
         from benchmarks import suite_efficientnet
 

@@ -45,13 +45,16 @@ def run(quick: bool):
     model = load_efficientnet_lite0()
     float_logits = model.predict(evaluation, batch_size=32, verbose=0)
 
+    models = {}   # route -> flatbuffer: latencies are measured side by side at the end
+
     def measure(route: str, tflite: bytes, seconds=None, **extra) -> Row:
         logits = run_tflite(tflite, evaluation)
+        models[route] = tflite
         return harness.announce(Row(
             route=route, agreement=harness.top1_agreement(float_logits, logits),
             agreement_ci=harness.agreement_interval(float_logits, logits, sources),
-            sqnr_db=harness.sqnr_db(float_logits, logits), latency_ms=harness.latency_ms(tflite),
-            size_kb=len(tflite) / 1024, quant_seconds=seconds, **extra))
+            sqnr_db=harness.sqnr_db(float_logits, logits), size_kb=len(tflite) / 1024,
+            quant_seconds=seconds, **extra))
 
     rows = [measure("float TFLite", float_tflite(model))]
     tfl, secs = harness.timed(converter_ptq, model, cal, per_channel=True)
@@ -72,6 +75,7 @@ def run(quick: bool):
                             within_one=result.within_one))
         reports.append(f"**{name}**\n\n```\n{result.report}\n```\n")
 
+    harness.fill_latencies(rows, models)
     float_ms = rows[0].latency_ms
     conv_ms = rows[1].latency_ms
     table = harness.markdown_table(

@@ -26,9 +26,12 @@ def run(quick: bool):
     def accuracy(tflite: bytes) -> float:
         return float(np.mean(np.argmax(run_tflite(tflite, x_test), -1) == y_test))
 
+    models = {}   # route -> flatbuffer: latencies are measured side by side at the end
+
     def measure(route, tflite, seconds=None, **extra) -> Row:
-        return harness.announce(Row(route=route, accuracy=accuracy(tflite), latency_ms=harness.latency_ms(tflite),
-                                    size_kb=len(tflite) / 1024, quant_seconds=seconds, **extra))
+        models[route] = tflite
+        return harness.announce(Row(route=route, accuracy=accuracy(tflite), size_kb=len(tflite) / 1024,
+                                    quant_seconds=seconds, **extra))
 
     keras_acc = float(np.mean(np.argmax(model.predict(x_test, batch_size=256, verbose=0), -1) == y_test))
     rows = [measure("float TFLite", float_tflite(model), note=f"Keras float accuracy {100 * keras_acc:.2f}%")]
@@ -57,6 +60,7 @@ def run(quick: bool):
         rows.append(measure(f"{name} ({epochs} epoch)", result.tflite, result.seconds, exact=result.exact,
                             within_one=result.within_one, step_time_ratio=result.step_time_ratio))
 
+    harness.fill_latencies(rows, models)
     table = harness.markdown_table(
         rows, ["route", "accuracy", "exact", "within_one", "step_time_ratio", "latency_ms", "size_kb",
                "quant_seconds", "note"],
