@@ -35,7 +35,8 @@ def _plot(rows, metric: str, title: str, path: str) -> None:
     intervals = [getattr(r, metric + "_ci", None) for r in rows if getattr(r, metric) is not None]
     xerr = None
     if all(ci is not None for ci in intervals):   # error bars: the rows' 95% intervals
-        xerr = np.array([[100 * (v - ci[0]), 100 * (ci[1] - v)] for (_, v), ci in zip(named, intervals)])[::-1].T
+        xerr = np.array([[100 * (v - ci[0]), 100 * (ci[1] - v)]
+                         for (_, v), ci in zip(named, intervals)])[::-1].T
     ax.barh([n for n, _ in named][::-1], [100 * v for _, v in named][::-1], color="#4878a8",
             xerr=xerr, ecolor="#333333", capsize=2)
     ax.set_xlabel("%")
@@ -67,7 +68,8 @@ def main(argv) -> int:
         "exact* / *within 1 LSB* compare a route's own simulation with its flatbuffer's int8 outputs under "
         "TFLite's reference kernels (only routes that have a simulation); *latency* is the median of "
         "repeated batch-1 runs on one thread with the default (XNNPACK) kernels, every model of a table "
-        "timed in turn, round after round, beside the baselines it is divided by; *quantize s* is the wall time of the quantization itself.\n")
+        "timed in turn, round after round, beside the baselines it is divided by; *quantize s* is the "
+        "wall time of the quantization itself.\n")
     if "efficientnet" in FLAGS.suites:
         from benchmarks import suite_efficientnet
 

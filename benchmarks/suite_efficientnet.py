@@ -79,15 +79,16 @@ def run(quick: bool):
     float_ms = rows[0].latency_ms
     conv_ms = rows[1].latency_ms
     table = harness.markdown_table(
-        rows, ["route", "agreement", "agreement_ci", "sqnr_db", "exact", "within_one", "latency_ms", "size_kb",
-               "quant_seconds", "note"],
+        rows, ["route", "agreement", "agreement_ci", "sqnr_db", "exact", "within_one", "latency_ms",
+               "size_kb", "quant_seconds", "note"],
         ratios={"float": float_ms, "converter int8": conv_ms})
     text = (f"## EfficientNet-Lite0 on real photos (W8A8)\n\n"
             f"ImageNet-pretrained EfficientNet-Lite0 rebuilt in Keras 3; {n_cal} calibration crops and "
             f"{n_eval} disjoint evaluation crops (random crops and flips) of the photos in the "
             f"scikit-image and scikit-learn wheels. No labels: the figure is agreement with the float "
             f"model; its 95% interval is a bootstrap that resamples whole photos "
-            f"({len(set(sources))} of them: crops of one photo are not independent samples). Fidelity for tfquant routes: the exact simulation vs the flatbuffer (reference "
+            f"({len(set(sources))} of them: crops of one photo are not independent samples). "
+            f"Fidelity for tfquant routes: the exact simulation vs the flatbuffer (reference "
             f"kernels) on {min(16, n_eval)} evaluation crops.\n\n{table}\n\n"
             f"![agreement](benchmarks/plots/efficientnet_agreement.png)\n\n"
             f"<details><summary>What each tfquant.ptq route did (its report)</summary>\n\n"
