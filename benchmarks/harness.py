@@ -45,8 +45,13 @@ def announce(row: Row) -> Row:
     return row
 
 
+def top1_hits(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Per sample: whether `test`'s top-1 class is `reference`'s (ties: the first index)."""
+    return np.argmax(reference, -1) == np.argmax(test, -1)
+
+
 def top1_agreement(reference: np.ndarray, test: np.ndarray) -> float:
-    return float(np.mean(np.argmax(reference, -1) == np.argmax(test, -1)))
+    return float(np.mean(top1_hits(reference, test)))
 
 
 def agreement_interval(reference: np.ndarray, test: np.ndarray, groups, level: float = 0.95,
@@ -63,7 +68,7 @@ def agreement_interval(reference: np.ndarray, test: np.ndarray, groups, level: f
                          f"samples, groups of shape {groups.shape}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    hits = np.argmax(reference, -1) == np.argmax(test, -1)
+    hits = top1_hits(reference, test)
     names, index = np.unique(groups, return_inverse=True)
     agree = np.bincount(index, weights=hits, minlength=len(names))
     count = np.bincount(index, minlength=len(names))
