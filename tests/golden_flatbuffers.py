@@ -1,0 +1,160 @@
+"""A fixed set of flatbuffers whose bytes a refactor must not move, and the recipes that make them.
+
+Each recipe builds one int8 flatbuffer from fixed seeds and data: the bundled hand-built example,
+the QAT test models (W8A8 and W4A8), the Fashion-MNIST benchmark network after a short QAT fit,
+the small PTQ models through several pipelines, and EfficientNet-Lite0 through tfquant.ptq
+per-tensor, per-channel (default pipeline) and data-free. `GOLDEN_FILE` holds their sha256.
+
+    python -m tests.golden_flatbuffers --record          # (re)write tests/golden_flatbuffers.json
+    python -m tests.golden_flatbuffers --check           # print which recipes moved
+
+Record only when a change is meant to move bytes, and say which and why in
+`tests/test_golden_flatbuffers.py` (CHANGED).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from typing import Callable, Dict
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOLDEN_FILE = os.path.join(HERE, "golden_flatbuffers.json")
+for sub in ("keras", "ptq"):
+    if os.path.join(HERE, sub) not in sys.path:
+        sys.path.insert(0, os.path.join(HERE, sub))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---- recipes ------------------------------------------------------------------------------------
+def handbuilt() -> bytes:
+    import tfquant
+    from testdata import handbuilt_model
+
+    return tfquant.to_tflite(handbuilt_model.build().__call__)
+
+
+def _qat_model(name: str, weight_bits: int = 8) -> Callable[[], bytes]:
+    def recipe() -> bytes:
+        import qat_models
+        import tfquant
+
+        config = None if weight_bits == 8 else tfquant.QATConfig(weight_bits=weight_bits)
+        return qat_models.train_and_export(qat_models.MODELS[name], config).tflite
+    return recipe
+
+
+def _fmnist_qat(weight_bits: int) -> Callable[[], bytes]:
+    """The benchmark network from a fixed seed (untrained float weights), calibrated on 256 real
+    images, then 8 QAT steps of 64 images without shuffling."""
+    def recipe() -> bytes:
+        import keras
+
+        import tfquant
+        from benchmarks.data.fashion_mnist import load_fashion_mnist, preprocess
+        from benchmarks.models.fmnist_net import build_fmnist_net
+
+        x_train, y_train, _, _ = load_fashion_mnist()
+        x, y = preprocess(x_train[:512]), y_train[:512]
+        keras.utils.set_random_seed(0)
+        model = build_fmnist_net()
+        qmodel = tfquant.quantize_model(model, tfquant.QATConfig(weight_bits=weight_bits))
+        tfquant.calibrate(qmodel, x[:256], batch_size=64)
+        qmodel.compile(optimizer=keras.optimizers.Adam(1e-3),
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        qmodel.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0)
+        return tfquant.to_tflite(qmodel)
+    return recipe
+
+
+def _small_ptq(model: str, **options) -> Callable[[], bytes]:
+    def recipe() -> bytes:
+        import ptq_models
+        import tfquant
+
+        build = {"keras3": ptq_models.keras3_model, "chain": ptq_models.chain_model}[model]
+        data = None if options.get("data_free") else ptq_models.data(64, seed=1)
+        return tfquant.ptq(build(), data, progress=False, **options).to_tflite()
+    return recipe
+
+
+_EFFICIENTNET: Dict[str, object] = {}
+
+
+def _efficientnet(**options) -> Callable[[], bytes]:
+    """EfficientNet-Lite0 (Keras model) through tfquant.ptq, 16 calibration crops."""
+    def recipe() -> bytes:
+        import tfquant
+        from benchmarks.data.photos import photo_crops
+        from benchmarks.models.efficientnet_lite0 import load_efficientnet_lite0, preprocess
+
+        if not _EFFICIENTNET:
+            cal_u8, _ = photo_crops(16, 8, seed=0)
+            _EFFICIENTNET["cal"] = preprocess(cal_u8)
+            _EFFICIENTNET["model"] = load_efficientnet_lite0()
+        data = None if options.get("data_free") else _EFFICIENTNET["cal"]
+        return tfquant.ptq(_EFFICIENTNET["model"], data, progress=False, **options).to_tflite()
+    return recipe
+
+
+EFFICIENTNET_INPUT_RANGE = (-127.0 / 128.0, 1.0)
+
+RECIPES: Dict[str, Callable[[], bytes]] = {
+    "handbuilt": handbuilt,
+    **{f"qat_{name}_w8": _qat_model(name) for name in
+       ("convnet", "sequence_net", "decoder_net", "gating_net", "nested_net")},
+    "qat_convnet_w4": _qat_model("convnet", 4),
+    "fmnist_qat_w8a8": _fmnist_qat(8),
+    "fmnist_qat_w4a8": _fmnist_qat(4),
+    "ptq_keras3_default": _small_ptq("keras3"),
+    "ptq_keras3_per_tensor_mse": _small_ptq("keras3", per_channel=False, ranges="mse"),
+    "ptq_keras3_adaround": _small_ptq("keras3", steps=("bias_correction", "adaround"), adaround_iterations=50),
+    "ptq_keras3_data_free": _small_ptq("keras3", data_free=True, input_range=(-1.0, 1.0)),
+    "ptq_chain_percentile": _small_ptq("chain", ranges="percentile"),
+    "efficientnet_ptq_per_tensor": _efficientnet(per_channel=False),
+    "efficientnet_ptq_per_channel": _efficientnet(per_channel=True),
+    "efficientnet_ptq_data_free": _efficientnet(per_channel=True, data_free=True,
+                                                input_range=EFFICIENTNET_INPUT_RANGE),
+}
+
+
+def load_golden() -> Dict[str, str]:
+    with open(GOLDEN_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--record", action="store_true", help="write the hashes to GOLDEN_FILE")
+    parser.add_argument("--check", action="store_true", help="compare with GOLDEN_FILE")
+    parser.add_argument("--only", nargs="*", help="recipes to run (default: all)")
+    args = parser.parse_args(argv)
+    names = args.only or list(RECIPES)
+    hashes = {name: sha256(RECIPES[name]()) for name in names}
+    for name, h in hashes.items():
+        print(f"{name:36s} {h}", flush=True)
+    if args.check:
+        golden = load_golden()
+        moved = [n for n, h in hashes.items() if golden.get(n) != h]
+        print("moved: " + (", ".join(moved) if moved else "none"))
+        return 1 if moved else 0
+    if args.record:
+        golden = load_golden() if os.path.exists(GOLDEN_FILE) else {}
+        golden.update(hashes)
+        tmp = GOLDEN_FILE + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(dict(sorted(golden.items())), f, indent=1)
+            f.write("\n")
+        os.replace(tmp, GOLDEN_FILE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
