@@ -34,6 +34,14 @@ from tfquant.core.range_estimators import (
     make_estimator,
 )
 from tfquant.core.spec import QuantSpec
+from tfquant.core.op_rules import (
+    ACTIVATION_BOUNDS,
+    FIXED_OUTPUT_RANGES,
+    FUSED_ACTIVATIONS,
+    LOGISTIC_RANGE,
+    TANH_RANGE,
+    apply_fused_activation,
+)
 from tfquant.core.integer_kernels import get_simulation_mode, simulation_mode
 from tfquant.core.quantized_ops import (
     SOFTMAX_RANGE,

@@ -21,14 +21,12 @@ import tensorflow as tf
 
 from tfquant.core import integer_kernels
 from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_kernel, quant_scale
+from tfquant.core.op_rules import SOFTMAX_RANGE, apply_fused_activation
 from tfquant.core.quant_params import quant_params
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import SpecError
 
 ACTIVATION = QuantSpec.activation()
-SOFTMAX_RANGE = (0.0, 255.0 / 256.0)   # TFLite's fixed softmax output: scale 1/256, zero point -128
-
-_ACTIVATIONS: dict[Optional[str], Callable] = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
 
 
 def _static(v) -> np.ndarray:
@@ -105,7 +103,7 @@ def quantized_linear(op: Callable, x, kernel, bias, *, input_range, output_range
     y = op(x, kernel_q)
     if bias is not None:
         y = y + fake_quant_bias(bias, quant_scale(*input_range, ACTIVATION), quant_scale(k_lo, k_hi, kernel_spec))
-    fake = fake_quant(_ACTIVATIONS[activation](y), *output_range, ACTIVATION)
+    fake = fake_quant(apply_fused_activation(activation, y), *output_range, ACTIVATION)
     if not is_exact():
         return fake
     p_in, p_out = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
@@ -120,7 +118,7 @@ def quantized_linear(op: Callable, x, kernel, bias, *, input_range, output_range
 
 def quantized_add(a, b, *, a_range, b_range, output_range, activation: Optional[str] = None):
     """ADD of two tensors on their grids, onto the output grid."""
-    fake = fake_quant(_ACTIVATIONS[activation](a + b), *output_range, ACTIVATION)
+    fake = fake_quant(apply_fused_activation(activation, a + b), *output_range, ACTIVATION)
     if not is_exact():
         return fake
     pa, pb, po = (_params(r, ACTIVATION) for r in (a_range, b_range, output_range))

@@ -37,14 +37,11 @@ from tfquant.core import (
     quantized_softmax,
     simulation_mode,
 )
+from tfquant.core.op_rules import FIXED_RANGE_TF_OPS, apply_fused_activation
 from tfquant.errors import ExportError
 from tfquant.graph.ir import SAME_SCALE_TF_OPS, SAME_SCALE_TYPES, Graph, Node, ref
 
 ACT_SPEC = QuantSpec.activation()
-LOGISTIC_RANGE = (0.0, 255.0 / 256.0)   # TFLite's fixed LOGISTIC output: 1/256, -128
-TANH_RANGE = (-1.0, 127.0 / 128.0)      # TANH: 1/128, 0
-_FIXED_TF_OPS = {"Sigmoid": LOGISTIC_RANGE, "Tanh": TANH_RANGE}
-_ACT = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
 MODES = ("float", "weights", "quant")
 
 
@@ -150,8 +147,8 @@ def assign_quantizers(graph: Graph) -> QuantPlan:
                 continue
             if node.type == "softmax":
                 new(o, SOFTMAX_RANGE)
-            elif node.type == "passthrough" and node.tf_type in _FIXED_TF_OPS:
-                new(o, _FIXED_TF_OPS[node.tf_type])
+            elif node.type == "passthrough" and node.tf_type in FIXED_RANGE_TF_OPS:
+                new(o, FIXED_RANGE_TF_OPS[node.tf_type])
             else:
                 new(o)
     qid = {t: find(q) for t, q in tensor_q.items()}
@@ -289,14 +286,14 @@ class Emitter:
                                       b_range=self.plan.range_of(node.inputs[1]),
                                       output_range=self.plan.range_of(node.output()),
                                       activation=node.activation)]
-            return [_ACT[node.activation](a + b)]
+            return [apply_fused_activation(node.activation, a + b)]
         if t == "affine":
             y = values[0] * node.weights["scale"] + node.weights["offset"]
             return [self._fq_out(node, y)]
         if t == "bias_add":
             return [self._fq_out(node, values[0] + node.weights["bias"])]
         if t in ("relu", "relu6"):
-            return [self._fq_out(node, _ACT[t](values[0]))]
+            return [self._fq_out(node, apply_fused_activation(t, values[0]))]
         if t == "pad":
             return [tf.pad(values[0], node.attrs["paddings"])]
         if t == "max_pool":
@@ -349,7 +346,7 @@ class Emitter:
             y = y + bias
         if self.keep_pre_activation:
             self.pre_activation[node.name] = y
-        return _ACT[node.activation](y)
+        return apply_fused_activation(node.activation, y)
 
     # ---- whole graph ------------------------------------------------------------------
     def run(self, inputs: Sequence, fetch: Optional[Sequence[str]] = None) -> dict:

@@ -34,16 +34,12 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from tfquant.core.op_rules import SAME_SCALE_TF_OPS  # noqa: F401 (re-exported for the importer)
+
 LINEAR_TYPES = frozenset({"conv2d", "depthwise", "matmul"})
 ACTIVATION_TYPES = frozenset({"relu", "relu6"})
 # Ops whose output shares the input's quantizer (TFLite requires the same scale in and out).
 SAME_SCALE_TYPES = frozenset({"pad", "max_pool", "reshape", "identity", "avg_pool", "concat"})
-# TF ops that only move values around: their output stays on the input's integer grid.
-SAME_SCALE_TF_OPS = frozenset({
-    "Squeeze", "ExpandDims", "Transpose", "StridedSlice", "Slice", "SpaceToDepth", "DepthToSpace",
-    "SpaceToBatchND", "BatchToSpaceND", "Reshape", "Identity", "MaxPool", "Pad", "PadV2",
-    "GatherV2", "Tile", "Split", "SplitV", "Unpack", "Pack",
-})
 
 
 def ref(name: str, index: int = 0) -> str:

@@ -21,7 +21,8 @@ import keras
 from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 import tensorflow as tf
 
-from tfquant.core import SOFTMAX_RANGE, QuantSpec, fake_quant
+from tfquant.core import QuantSpec, fake_quant
+from tfquant.core.op_rules import SOFTMAX_RANGE, TANH_RANGE
 from tfquant.errors import SpecError
 from tfquant.keras.distribute import global_min_max
 
@@ -278,7 +279,7 @@ def softmax_quantizer() -> FixedQuantizer:
 
 
 def tanh_quantizer() -> FixedQuantizer:
-    return FixedQuantizer(-1.0, 127.0 / 128.0)
+    return FixedQuantizer(*TANH_RANGE)
 
 
 def serialize(obj) -> Optional[dict]:

@@ -27,10 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.core import QuantSpec, quant_params
+from tfquant.core.op_rules import FUSED_ACTIVATIONS
 from tfquant.graph import Node, node_kernel_on_grid, linear_op
 
 GAMMA, ZETA = -0.1, 1.1
-_ACT = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
 
 
 @dataclasses.dataclass
@@ -124,7 +124,7 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
     rest = np.clip(w_over_s - w_floor, 0.0, 1.0)
     v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
-    act = _ACT[node.activation]
+    act = FUSED_ACTIVATIONS[node.activation]
     qmin, qmax = float(spec.qmin), float(spec.qmax)
 
     rows = _rows_form(node)

@@ -22,10 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.core import QuantSpec, fake_quant
+from tfquant.core.op_rules import FUSED_ACTIVATIONS
 from tfquant.graph import Emitter, Graph, Node, QuantPlan, node_kernel_on_grid, linear_op, ref
 from tfquant.ptq.adaround import AdaRoundResult, adaround_layer
 
-_ACT = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ def _run_batched(em: Emitter, node: Node, ins: list, n: int, chunk: int) -> list
 def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, config, bias_correction: bool,
                  adaround: bool, rng, report: LayerwiseReport, chunk: int, quantize_activations: bool):
     op = linear_op(node)
-    act = _ACT[node.activation]
+    act = FUSED_ACTIVATIONS[node.activation]
     kernel = tf.constant(node.kernel)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
     pre_f = _apply(lambda x: op(x, kernel) + bias, [x_f], chunk)

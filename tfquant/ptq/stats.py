@@ -13,9 +13,10 @@ from typing import Optional
 
 import numpy as np
 
+from tfquant.core.op_rules import ACTIVATION_BOUNDS
 from tfquant.graph import Graph, Node, Stats, ref
 
-ACT_BOUNDS = {None: (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
+ACT_BOUNDS = ACTIVATION_BOUNDS
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 

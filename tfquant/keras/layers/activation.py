@@ -17,7 +17,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from tfquant.core import SOFTMAX_RANGE, QuantSpec, fake_quant, quantized_leaky_relu, quantized_softmax
+from tfquant.core import LOGISTIC_RANGE, QuantSpec, fake_quant, quantized_leaky_relu, quantized_softmax
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer, is_exact
 from tfquant.keras.quantizers import (
@@ -89,7 +89,7 @@ class QuantActivation(QuantLayer):
         if self.activation == "silu":
             s = tf.sigmoid(x)
             if not calibrating():
-                s = fake_quant(s, *SOFTMAX_RANGE, ACT)      # LOGISTIC's output grid
+                s = fake_quant(s, *LOGISTIC_RANGE, ACT)     # LOGISTIC's output grid
             y = x * s
         else:
             y = _FN[self.activation](x, **self.params)

@@ -12,11 +12,11 @@ import tensorflow as tf
 from keras.src.ops.operation_utils import broadcast_shapes
 
 from tfquant.core import quantized_add
+from tfquant.core.op_rules import FUSED_ACTIVATIONS
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer
 from tfquant.keras.quantizers import ActivationQuantizer, deserialize, serialize
 
-_ACT_FN = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
 OPS = ("add", "subtract")
 
 
@@ -29,7 +29,7 @@ class QuantAdd(QuantLayer):
         super().__init__(shared_output=shared_output, **kwargs)
         if op not in OPS:
             raise SpecError(f"QuantAdd op must be one of {OPS}, got {op!r}.")
-        if activation not in _ACT_FN:
+        if activation not in FUSED_ACTIVATIONS:
             raise SpecError(f"QuantAdd fuses only ReLU / ReLU6, got {activation!r}.")
         self.op = op
         self.activation = activation
@@ -45,7 +45,7 @@ class QuantAdd(QuantLayer):
         if len(inputs) != 2:
             raise SpecError(f"{self.name}: QuantAdd takes exactly two inputs, got {len(inputs)}.")
         a, b = inputs
-        y = _ACT_FN[self.activation](a + b if self.op == "add" else a - b)
+        y = FUSED_ACTIVATIONS[self.activation](a + b if self.op == "add" else a - b)
 
         def exact(output_range):
             return quantized_add(a, b, a_range=self.input_range(0), b_range=self.input_range(1),

@@ -38,6 +38,7 @@ from tfquant.core import (
     quant_scale,
     quantized_linear,
 )
+from tfquant.core.op_rules import FUSED_ACTIVATIONS, apply_fused_activation
 from tfquant.errors import SpecError
 from tfquant.keras.distribute import global_moments
 from tfquant.keras.layers import bn_folding
@@ -68,8 +69,6 @@ PER_TENSOR_KINDS = ("dense", "transpose")
 # FULLY_CONNECTED take 4..8 bits. (A model with low-bit weights cannot hold a TRANSPOSE_CONV at all:
 # the converter's low-bit QAT mode rejects it, even in float; quantize_model warns.)
 EIGHT_BIT_KINDS = ("depthwise", "transpose")
-FUSED_ACTIVATIONS = (None, "relu", "relu6")
-_ACT_FN = {None: tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
 
 
 def _layer(obj):
@@ -131,7 +130,7 @@ class QuantConv(QuantLayer):
                             f"{', '.join(k.__name__ for k in KINDS)}.")
         self.kind = KINDS[type(self.layer)]
         if activation not in FUSED_ACTIVATIONS:
-            raise SpecError(f"QuantConv fuses only {FUSED_ACTIVATIONS} activations, got {activation!r}.")
+            raise SpecError(f"QuantConv fuses only {tuple(FUSED_ACTIVATIONS)} activations, got {activation!r}.")
         self.activation = activation
         self.weight_quantizer = deserialize(weight_quantizer) or WeightQuantizer()
         self.activation_quantizer = deserialize(activation_quantizer) or ActivationQuantizer()
@@ -255,7 +254,7 @@ class QuantConv(QuantLayer):
             y = y * correction
         if bias is not None:
             y = y + fake_quant_bias(bias, quant_scale(*in_range, ACT), quant_scale(lo, hi, spec))
-        return _ACT_FN[self.activation](y)
+        return apply_fused_activation(self.activation, y)
 
     def _depthwise_stage(self, x, in_range, training):
         """SeparableConv2D's depthwise op onto its own (mid) grid."""
@@ -277,7 +276,7 @@ class QuantConv(QuantLayer):
         y = self._op()(x, kernel)
         if bias is not None:
             y = y + bias
-        return _ACT_FN[self.activation](y)
+        return apply_fused_activation(self.activation, y)
 
     def _batch_stats_forward(self, op, x, in_range, spec, depthwise):
         kernel, bias = self._raw_weights()
