@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10,<3.13",
     install_requires=[
         "tensorflow==2.21.0",
-        "keras>=3.10,<4",
+        "keras>=3.15.1,<3.16",  # the Keras 3 release the tests run on (keras.src paths may move)
         "ai-edge-litert>=2.0,<3",
         "numpy>=1.26,<3",
         "absl-py>=1.2",  # TFMOT 0.8.1 (benchmark peer) pins absl-py~=1.2

@@ -16,7 +16,12 @@ from tfquant.errors import (
 )
 from tfquant.export import inspect, to_tflite, verify
 from tfquant.keras import QATConfig, calibrate, quantize_model
-from tfquant import ptq  # callable: tfquant.ptq(model, calibration, ...)
-from tfquant.ptq import PTQConfig, PTQResult
+from tfquant.ptq import PTQConfig, PTQResult, ptq   # the function shadows the package name
+
+__all__ = [
+    "DataError", "ExportError", "ModelFileError", "PTQConfig", "PTQResult", "QATConfig", "QuantSpec",
+    "RangeError", "SpecError", "TFQuantError", "calibrate", "inspect", "ptq", "quant_params",
+    "quantize_model", "simulation_mode", "to_tflite", "verify",
+]
 
 __version__ = "0.1.0"

@@ -369,7 +369,7 @@ def avg_pool(x: tf.Tensor, ksize: tuple[int, int], strides: tuple[int, int], pad
     return _to_float(tf.clip_by_value(avg, INT8_MIN, INT8_MAX), s, zero_point)
 
 
-def quantize(x: tf.Tensor, *, scale: float, zero_point: int) -> tf.Tensor:
+def quantize_input(x: tf.Tensor, *, scale: float, zero_point: int) -> tf.Tensor:
     """QUANTIZE (float to int8, reference AffineQuantize): round_half_away(float32 x / float32
     scale) + zero_point, clamped."""
     v = tf.cast(x, tf.float32) / np.float32(scale)

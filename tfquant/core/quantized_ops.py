@@ -56,7 +56,7 @@ def quantized_input(x, *, input_range):
     if not is_exact():
         return fake
     p = _params(input_range, ACTIVATION)
-    exact = integer_kernels.quantize(x, scale=p.scale, zero_point=int(p.zero_point))
+    exact = integer_kernels.quantize_input(x, scale=p.scale, zero_point=int(p.zero_point))
     return integer_kernels.straight_through(fake, exact)
 
 

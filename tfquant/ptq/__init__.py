@@ -3,16 +3,14 @@
     >>> import tfquant
     >>> sim = tfquant.ptq("saved_model_dir", calibration=x_cal, output="model.tflite")
     >>> sim = tfquant.ptq(keras_model, x_cal, per_channel=False, steps=("cle", "bias_correction"))
-    >>> sim = tfquant.ptq(model, config=tfquant.ptq.PTQConfig(data_free=True, input_range=(-1, 1)))
+    >>> sim = tfquant.ptq(model, config=tfquant.PTQConfig(data_free=True, input_range=(-1, 1)))
 
-The module itself is callable (`tfquant.ptq(...)` is `tfquant.ptq.ptq(...)`). The steps are also
+`tfquant.ptq` is the pipeline function (`tfquant.ptq.pipeline.ptq`); import this package's names
+with `from tfquant.ptq import PTQConfig, ...` (or use `tfquant.PTQConfig`). The steps are also
 usable one by one on a `tfquant.graph.Graph`: `fold_batch_norms`, `equalize`,
 `absorb_high_biases`, `analytic_bias_correction`, `run_layerwise` (empirical bias correction and
 AdaRound), `set_weight_ranges`, `calibrate_activations`, `set_data_free_ranges`.
 """
-import sys
-import types
-
 from tfquant.ptq.adaround import AdaRoundResult, adaround_layer
 from tfquant.ptq.bias_correction import analytic_bias_correction
 from tfquant.ptq.bn_folding import fold_batch_norms, unfolded_batch_norms
@@ -36,12 +34,3 @@ from tfquant.ptq.ranges import (
 )
 from tfquant.ptq.stats import clipped_normal_moments, propagate_stats
 
-
-class _CallableModule(types.ModuleType):
-    """`tfquant.ptq` is both this package and the pipeline function."""
-
-    def __call__(self, *args, **kwargs):
-        return ptq(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

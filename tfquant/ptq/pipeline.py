@@ -171,7 +171,7 @@ def _check_graph(graph: Graph) -> None:
 def _config(config: Optional[PTQConfig], overrides: dict) -> PTQConfig:
     config = config or PTQConfig()
     if not isinstance(config, PTQConfig):
-        raise SpecError(f"config must be a tfquant.ptq.PTQConfig, got {type(config).__name__}.")
+        raise SpecError(f"config must be a tfquant.PTQConfig, got {type(config).__name__}.")
     if overrides:
         fields = {f.name for f in dataclasses.fields(PTQConfig)}
         unknown = sorted(set(overrides) - fields)
