@@ -20,7 +20,6 @@ import os
 import sys
 from typing import Callable, Dict
 
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN_FILE = os.path.join(HERE, "golden_flatbuffers.json")

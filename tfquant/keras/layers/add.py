@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
-import tensorflow as tf
 from keras.src.ops.operation_utils import broadcast_shapes
 
 from tfquant.core import quantized_add
