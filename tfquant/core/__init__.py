@@ -39,12 +39,12 @@ from tfquant.core.op_rules import (
     FIXED_OUTPUT_RANGES,
     FUSED_ACTIVATIONS,
     LOGISTIC_RANGE,
+    SOFTMAX_RANGE,
     TANH_RANGE,
     apply_fused_activation,
 )
 from tfquant.core.integer_kernels import get_simulation_mode, simulation_mode
 from tfquant.core.quantized_ops import (
-    SOFTMAX_RANGE,
     kernel_range,
     quantized_add,
     quantized_avg_pool,

@@ -37,9 +37,9 @@ from tfquant.core import (
     quantized_softmax,
     simulation_mode,
 )
-from tfquant.core.op_rules import FIXED_RANGE_TF_OPS, apply_fused_activation
+from tfquant.core.op_rules import FIXED_RANGE_TF_OPS, SAME_SCALE_TF_OPS, apply_fused_activation
 from tfquant.errors import ExportError
-from tfquant.graph.ir import SAME_SCALE_TF_OPS, SAME_SCALE_TYPES, Graph, Node, ref
+from tfquant.graph.ir import SAME_SCALE_TYPES, Graph, Node, ref
 
 ACT_SPEC = QuantSpec.activation()
 MODES = ("float", "weights", "quant")

@@ -34,8 +34,6 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from tfquant.core.op_rules import SAME_SCALE_TF_OPS  # noqa: F401 (re-exported for the importer)
-
 LINEAR_TYPES = frozenset({"conv2d", "depthwise", "matmul"})
 ACTIVATION_TYPES = frozenset({"relu", "relu6"})
 # Ops whose output shares the input's quantizer (TFLite requires the same scale in and out).

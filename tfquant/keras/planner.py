@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import keras
 
+from tfquant.core.op_rules import FUSED_ACTIVATIONS
 from tfquant.keras.config import QATConfig
 from tfquant.keras.layer_graph import LayerCall, LayerGraph
 from tfquant.keras.layers.activation import FIXED_RANGE, SUPPORTED as SUPPORTED_ACTIVATIONS
@@ -69,7 +70,7 @@ def _fusable_activation(layer) -> Optional[str]:
         return None
     if type(layer) is L.Activation:
         name = _activation_name(layer.activation)
-        return name if name in ("relu", "relu6") else None
+        return name if name is not None and name in FUSED_ACTIVATIONS else None
     return None
 
 
@@ -247,7 +248,7 @@ class Planner:
                     self.absorbed.add(j)
                     self.report(bn_op, "folded", op.name)
             self.fuse_activation(q)
-        elif act in ("relu", "relu6"):
+        elif act is not None and act in FUSED_ACTIVATIONS:
             q.activation = act
         else:
             # Split the activation off: the conv's output is int8 on device, then the activation op.

@@ -22,7 +22,6 @@ from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 import tensorflow as tf
 
 from tfquant.core import QuantSpec, fake_quant
-from tfquant.core.op_rules import SOFTMAX_RANGE, TANH_RANGE
 from tfquant.errors import SpecError
 from tfquant.keras.distribute import global_min_max
 
@@ -273,15 +272,6 @@ class FixedQuantizer:
         return f"FixedQuantizer({self.lo}, {self.hi})"
 
 
-# TFLite's fixed output grids (quantization_spec.md): scale 1/256 zp -128, and 1/128 zp 0.
-def softmax_quantizer() -> FixedQuantizer:
-    return FixedQuantizer(*SOFTMAX_RANGE)
-
-
-def tanh_quantizer() -> FixedQuantizer:
-    return FixedQuantizer(*TANH_RANGE)
-
-
 def serialize(obj) -> Optional[dict]:
     return None if obj is None else keras.saving.serialize_keras_object(obj)
 
@@ -292,5 +282,4 @@ def deserialize(config):
     return keras.saving.deserialize_keras_object(config)
 
 
-__all__ = ["WeightQuantizer", "ActivationQuantizer", "FixedQuantizer", "softmax_quantizer",
-           "tanh_quantizer", "calibrating", "calibration_scope"]
+__all__ = ["WeightQuantizer", "ActivationQuantizer", "FixedQuantizer", "calibrating", "calibration_scope"]

@@ -33,4 +33,3 @@ from tfquant.ptq.ranges import (
     set_weight_ranges,
 )
 from tfquant.ptq.stats import clipped_normal_moments, propagate_stats
-

@@ -16,7 +16,8 @@ from tfquant.core import MSERange, QuantSpec, bn_range, kernel_range, make_estim
 from tfquant.errors import DataError
 from tfquant.graph import Emitter, Graph, Node, QuantPlan, input_signature
 from tfquant.ptq.cle import ChannelRange
-from tfquant.ptq.stats import ACT_BOUNDS, propagate_stats
+from tfquant.core.op_rules import ACTIVATION_BOUNDS
+from tfquant.ptq.stats import propagate_stats
 
 ACT = QuantSpec.activation()
 
@@ -187,7 +188,7 @@ def bn_ranges(graph: Graph, plan: QuantPlan, config, input_range, allow_missing:
                 st, act = post[r], (node.activation if node.type == "add" else None)
             else:
                 break
-            low, high = ACT_BOUNDS[act]
+            low, high = ACTIVATION_BOUNDS[act]
             lo, hi = bn_range(st.std, st.mean, alpha=config.bn_alpha,
                               clip_low=None if not np.isfinite(low) else low,
                               clip_high=None if not np.isfinite(high) else high)

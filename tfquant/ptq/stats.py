@@ -16,7 +16,6 @@ import numpy as np
 from tfquant.core.op_rules import ACTIVATION_BOUNDS
 from tfquant.graph import Graph, Node, Stats, ref
 
-ACT_BOUNDS = ACTIVATION_BOUNDS
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -56,7 +55,7 @@ def clipped_normal_moments(mean, std, low: float = 0.0, high: float = np.inf):
 def activation_stats(pre: Stats, activation: Optional[str]) -> Stats:
     if activation is None:
         return pre
-    low, high = ACT_BOUNDS[activation]
+    low, high = ACTIVATION_BOUNDS[activation]
     m, s = clipped_normal_moments(pre.mean, pre.std, low, high)
     return Stats(m, s)
 

@@ -17,20 +17,19 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from tfquant.core import LOGISTIC_RANGE, QuantSpec, fake_quant, quantized_leaky_relu, quantized_softmax
+from tfquant.core import FIXED_OUTPUT_RANGES, LOGISTIC_RANGE, QuantSpec, fake_quant, quantized_leaky_relu, quantized_softmax
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer, is_exact
 from tfquant.keras.quantizers import (
     ActivationQuantizer,
+    FixedQuantizer,
     calibrating,
     deserialize,
     serialize,
-    softmax_quantizer,
-    tanh_quantizer,
 )
 
 ACT = QuantSpec.activation()
-FIXED_RANGE = {"sigmoid": softmax_quantizer, "softmax": softmax_quantizer, "tanh": tanh_quantizer}
+FIXED_RANGE = FIXED_OUTPUT_RANGES   # activation -> TFLite's fixed output grid (core.op_rules)
 SUPPORTED = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "softmax", "silu", "hard_silu")
 
 
@@ -70,7 +69,7 @@ class QuantActivation(QuantLayer):
 
     def build(self, input_shape):
         if self.activation in FIXED_RANGE:
-            self._build_output_quantizer(FIXED_RANGE[self.activation]())
+            self._build_output_quantizer(FixedQuantizer(*FIXED_RANGE[self.activation]))
         else:
             self._build_output_quantizer(ActivationQuantizer.from_config(self.activation_quantizer.get_config()))
 

@@ -11,7 +11,7 @@ import keras
 from keras.src.ops.operation_utils import broadcast_shapes
 
 from tfquant.core import quantized_add
-from tfquant.core.op_rules import FUSED_ACTIVATIONS
+from tfquant.core.op_rules import FUSED_ACTIVATIONS, apply_fused_activation
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer
 from tfquant.keras.quantizers import ActivationQuantizer, deserialize, serialize
@@ -44,7 +44,7 @@ class QuantAdd(QuantLayer):
         if len(inputs) != 2:
             raise SpecError(f"{self.name}: QuantAdd takes exactly two inputs, got {len(inputs)}.")
         a, b = inputs
-        y = FUSED_ACTIVATIONS[self.activation](a + b if self.op == "add" else a - b)
+        y = apply_fused_activation(self.activation, a + b if self.op == "add" else a - b)
 
         def exact(output_range):
             return quantized_add(a, b, a_range=self.input_range(0), b_range=self.input_range(1),
