@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfquant.core.bn_folding import bn_affine, fold_affine
 from tfquant.core import (
     MinMaxRange,
     QuantSpec,
@@ -41,8 +42,8 @@ def depthwise(x, w):
 
 
 def _fold_bn(kernel, gamma, beta, mean, var, eps=1e-3):
-    factor = gamma / np.sqrt(var + eps)
-    return (kernel * factor).astype(np.float32), (beta - mean * factor).astype(np.float32)
+    kernel, bias = fold_affine(kernel, None, *bn_affine(gamma, beta, mean, var, eps))
+    return kernel.astype(np.float32), bias.astype(np.float32)
 
 
 class HandBuiltModel(tf.Module):

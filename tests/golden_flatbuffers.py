@@ -3,7 +3,8 @@
 Each recipe builds one int8 flatbuffer from fixed seeds and data: the bundled hand-built example,
 the QAT test models (W8A8 and W4A8), the Fashion-MNIST benchmark network after a short QAT fit,
 the small PTQ models through several pipelines, and EfficientNet-Lite0 through tfquant.ptq
-per-tensor, per-channel (default pipeline) and data-free. `GOLDEN_FILE` holds their sha256.
+per-tensor, per-channel (default pipeline) and data-free. `GOLDEN_FILE` holds their sha256, and
+the sha256 of their values alone (`values_sha256`: tensor names left out).
 
     python -m tests.golden_flatbuffers --record          # (re)write tests/golden_flatbuffers.json
     python -m tests.golden_flatbuffers --check           # print which recipes moved
@@ -30,6 +31,27 @@ for sub in ("keras", "ptq"):
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def values_sha256(data: bytes) -> str:
+    """sha256 of what the flatbuffer computes with, tensor names left out: each op's type, inputs
+    and outputs, and each tensor's type, shape, scales, zero points, axis and constant data. A
+    change that renames tensors only (TF's auto-numbered op names) keeps it; op options are not in it."""
+    import tfquant
+
+    report = tfquant.inspect(data)
+    h = hashlib.sha256()
+    for op in report.ops:
+        h.update(repr((op.op, op.inputs, op.outputs)).encode())
+    for t in report.tensors:
+        h.update(repr((t.dtype, t.shape, t.scales, t.zero_points, t.quantized_dimension)).encode())
+        if t.data is not None:
+            h.update(t.data.tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(data: bytes) -> Dict[str, str]:
+    return {"sha256": sha256(data), "values_sha256": values_sha256(data)}
 
 
 # ---- recipes ------------------------------------------------------------------------------------
@@ -133,7 +155,7 @@ def build(name: str) -> bytes:
     return RECIPES[name]()
 
 
-def load_golden() -> Dict[str, str]:
+def load_golden() -> Dict[str, Dict[str, str]]:
     with open(GOLDEN_FILE, encoding="utf-8") as f:
         return json.load(f)
 
@@ -145,13 +167,16 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", help="recipes to run (default: all)")
     args = parser.parse_args(argv)
     names = args.only or list(RECIPES)
-    hashes = {name: sha256(build(name)) for name in names}
-    for name, h in hashes.items():
-        print(f"{name:36s} {h}", flush=True)
+    hashes = {}
+    for name in names:
+        hashes[name] = fingerprint(build(name))
+        print(f"{name:36s} {hashes[name]['sha256']}", flush=True)
     if args.check:
         golden = load_golden()
-        moved = [n for n, h in hashes.items() if golden.get(n) != h]
+        moved = [n for n, h in hashes.items() if golden.get(n, {}).get("sha256") != h["sha256"]]
+        values = [n for n, h in hashes.items() if golden.get(n, {}).get("values_sha256") != h["values_sha256"]]
         print("moved: " + (", ".join(moved) if moved else "none"))
+        print("values moved: " + (", ".join(values) if values else "none"))
         return 1 if moved else 0
     if args.record:
         golden = load_golden() if os.path.exists(GOLDEN_FILE) else {}

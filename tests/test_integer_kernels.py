@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import tfquant
 from tfquant.core import (
+    round_half_away,
     MinMaxRange,
     QuantSpec,
     fake_quant,
@@ -79,9 +80,12 @@ def test_fixed_point_primitives_match_rational_arithmetic():
     b = np.array([-(2**31), 2**30, 2**31 - 1, 2**30, 2**30, 2**30, 2**30, 2**30, -67890])
     np.testing.assert_array_equal(integer_kernels.saturating_rounding_doubling_high_mul(a, b).numpy(),
                                   [_srdhm_ref(int(i), int(j)) for i, j in zip(a, b)])
-    np.testing.assert_array_equal(integer_kernels.round_half_away_exact(
+    np.testing.assert_array_equal(round_half_away(
         tf.constant([0.49999999999999994, 0.5, -0.5, 1.5, -2.5, 2.4999999], tf.float64)).numpy(),
         [0.0, 1.0, -1.0, 2.0, -3.0, 2.0])
+    np.testing.assert_array_equal(round_half_away(np.array([0.49999999999999994, 0.5, -0.5, 1.5, -2.5, 2.4999999])),
+                                  [0.0, 1.0, -1.0, 2.0, -3.0, 2.0])
+    assert round_half_away(np.float32(0.49999997)) == 0.0        # floor(|x| + 0.5) gives 1 in float32
 
 
 def _range(x):

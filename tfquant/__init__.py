@@ -5,7 +5,7 @@
     print(tfquant.inspect("model.tflite").table())
     result = tfquant.verify("model.tflite", fake_quant_model, x, float_model=model)
 """
-from tfquant.core import QuantSpec, quant_params, simulation_mode
+from tfquant.core import QuantPlan, QuantSpec, quant_params, simulation_mode
 from tfquant.errors import (
     DataError,
     ExportError,
@@ -19,7 +19,7 @@ from tfquant.keras import QATConfig, calibrate, quantize_model
 from tfquant.ptq import PTQConfig, PTQResult, ptq   # the function shadows the package name
 
 __all__ = [
-    "DataError", "ExportError", "ModelFileError", "PTQConfig", "PTQResult", "QATConfig", "QuantSpec",
+    "DataError", "ExportError", "ModelFileError", "PTQConfig", "PTQResult", "QATConfig", "QuantPlan", "QuantSpec",
     "RangeError", "SpecError", "TFQuantError", "calibrate", "inspect", "ptq", "quant_params",
     "quantize_model", "simulation_mode", "to_tflite", "verify",
 ]

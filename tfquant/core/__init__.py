@@ -32,16 +32,22 @@ from tfquant.core.range_estimators import (
     bn_range,
     fake_quant_np,
     make_estimator,
+    moving_average,
 )
 from tfquant.core.spec import QuantSpec
+from tfquant.core.bn_folding import bn_affine, fold_affine, scale_output_channels
+from tfquant.core.plan import PlanEntry, QuantPlan
 from tfquant.core.op_rules import (
     ACTIVATION_BOUNDS,
     FIXED_OUTPUT_RANGES,
     FUSED_ACTIVATIONS,
+    LOOKUP_TABLE_OPS,
+    LookupTableOp,
     LOGISTIC_RANGE,
     SOFTMAX_RANGE,
     TANH_RANGE,
     apply_fused_activation,
+    lookup_table_op,
 )
 from tfquant.core.integer_kernels import get_simulation_mode, simulation_mode
 from tfquant.core.quantized_ops import (
@@ -51,6 +57,7 @@ from tfquant.core.quantized_ops import (
     quantized_input,
     quantized_leaky_relu,
     quantized_linear,
+    quantized_lookup_table,
     quantized_mean,
     quantized_softmax,
 )

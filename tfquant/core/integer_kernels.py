@@ -72,6 +72,8 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from tfquant.core.quant_params import round_half_away
+
 MODES = ("fake_quant", "exact")
 _MODE: contextvars.ContextVar[str] = contextvars.ContextVar("tfquant_simulation_mode", default="fake_quant")
 
@@ -119,7 +121,7 @@ def quantize_multiplier(real_multiplier) -> tuple[np.ndarray, np.ndarray]:
     """
     real = np.asarray(real_multiplier, np.float64)
     mantissa, shift = np.frexp(real)
-    q = np.sign(mantissa) * np.floor(np.abs(mantissa) * 2.0**31 + 0.5)   # exact: |m| 2^31 < 2^31
+    q = round_half_away(mantissa * 2.0**31)
     bump = np.abs(q) == 2.0**31
     q = np.where(bump, q / 2, q)
     shift = np.where(bump, shift + 1, shift)
@@ -180,15 +182,6 @@ def multiply_by_quantized_multiplier(acc: tf.Tensor, multiplier: IntLike, shift:
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
 
 
-def round_half_away_exact(v: tf.Tensor) -> tf.Tensor:
-    """std::round (ties away from zero) on a float tensor, exact for every value (floor(|v| + 0.5)
-    misrounds 0.49999999999999994)."""
-    a = tf.abs(v)
-    r = tf.floor(a)
-    r = r + tf.cast(a - r >= 0.5, v.dtype)        # a - floor(a) is exact
-    return tf.sign(v) * r
-
-
 def straight_through(fake: tf.Tensor, exact: tf.Tensor) -> tf.Tensor:
     """Forward value `exact`, gradient of `fake`: fake + stop_gradient(exact - fake).
 
@@ -219,9 +212,7 @@ def _to_float(q: tf.Tensor, scale, zero_point: int) -> tf.Tensor:
 def _quantize_scalar(value: float, scale: float, zero_point: int) -> int:
     """kernel_util.cc Quantize: zero_point + std::round(float(value) / float(scale))."""
     v = np.float32(value) / np.float32(scale)                 # float32 division, as the kernel
-    a = np.abs(np.float64(v))
-    r = np.floor(a) + (a - np.floor(a) >= 0.5)
-    return int(zero_point + np.sign(v) * r)
+    return int(zero_point + round_half_away(np.float64(v)))
 
 
 def activation_bounds(activation: Optional[str], scale: float, zero_point: int,
@@ -241,7 +232,7 @@ def quantize_bias(bias, bias_scale) -> tf.Tensor:
     """The int32 bias the converter writes (as int64): round half away from zero of
     bias / bias_scale in double, bias_scale = input real_scale * weight real_scale (per channel)."""
     scale = np.asarray(bias_scale, np.float64).reshape(-1)
-    return tf.cast(round_half_away_exact(tf.cast(bias, tf.float64) / scale), tf.int64)
+    return tf.cast(round_half_away(tf.cast(bias, tf.float64) / scale), tf.int64)
 
 
 def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel_q: tf.Tensor,
@@ -286,7 +277,7 @@ def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel
     if effective.size == 1:
         effective = effective.reshape(())
     if fully_connected:
-        scaled = round_half_away_exact(tf.cast(acc, tf.float64) * effective)
+        scaled = round_half_away(tf.cast(acc, tf.float64) * effective)
         q = tf.cast(tf.clip_by_value(scaled, INT32_MIN, INT32_MAX), tf.int64)
     else:
         multiplier, shift = quantize_multiplier(effective)
@@ -327,6 +318,24 @@ def leaky_relu(x: tf.Tensor, alpha: float, *, input_scale: float, input_zero_poi
     scaled = multiply_by_quantized_multiplier(q, m_a, sh_a)
     out = tf.where(q >= 0, identity, scaled) + output_zero_point
     return _to_float(tf.clip_by_value(out, INT8_MIN, INT8_MAX), s_out, output_zero_point)
+
+
+def lookup_table(fn: Callable, *, input_scale: float, input_zero_point: int, output_scale: float,
+                 output_zero_point: int) -> np.ndarray:
+    """LUTPopulate: the int8 table of `fn` (numpy float32 -> float32), indexed by q + 128."""
+    q = np.arange(INT8_MIN, INT8_MAX + 1)
+    x = np.float32(input_scale) * (q - input_zero_point).astype(np.float32)
+    y = np.asarray(fn(x), np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = round_half_away(y * (np.float32(1.0) / np.float32(output_scale))) + output_zero_point
+    return np.clip(np.nan_to_num(r, nan=INT8_MIN, posinf=INT8_MAX, neginf=INT8_MIN), INT8_MIN, INT8_MAX).astype(np.int64)
+
+
+def apply_lookup_table(x: tf.Tensor, table: np.ndarray, *, input_scale: float, input_zero_point: int,
+                       output_scale: float, output_zero_point: int) -> tf.Tensor:
+    """An int8 lookup-table op (EXP, GELU, ...): x on its grid -> table[q] on the output grid."""
+    q = _grid(x, input_scale, input_zero_point)
+    return _to_float(tf.gather(tf.constant(table), q - INT8_MIN), output_scale, output_zero_point)
 
 
 def mean(x: tf.Tensor, axis: Sequence[int], *, input_scale: float, input_zero_point: int,
@@ -373,7 +382,7 @@ def quantize_input(x: tf.Tensor, *, scale: float, zero_point: int) -> tf.Tensor:
     """QUANTIZE (float to int8, reference AffineQuantize): round_half_away(float32 x / float32
     scale) + zero_point, clamped."""
     v = tf.cast(x, tf.float32) / np.float32(scale)
-    v = tf.clip_by_value(round_half_away_exact(v), -(2.0**30), 2.0**30)     # clamps below anyway
+    v = tf.clip_by_value(round_half_away(v), -(2.0**30), 2.0**30)     # clamps below anyway
     q = tf.cast(v, tf.int64) + zero_point
     return _to_float(tf.clip_by_value(q, INT8_MIN, INT8_MAX), np.float32(scale), zero_point)
 

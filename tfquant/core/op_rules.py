@@ -10,9 +10,14 @@
 - Fixed output grids (quantization_spec.md): SOFTMAX and LOGISTIC (1/256, -128), TANH (1/128, 0).
 - Shared grids: ops whose int8 output must keep their input's scale and zero point
   (`SAME_SCALE_TF_OPS`, by TensorFlow op name).
+- Lookup-table ops (`LOOKUP_TABLE_OPS`): int8 kernels that tabulate a float function over the
+  256 input values (EXP, GELU). One entry is all an op of this family needs: QAT quantizes its
+  Keras activation, PTQ its TF op, and `core.quantized_lookup_table` is its exact kernel.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -42,6 +47,48 @@ SAME_SCALE_TF_OPS = frozenset({
 })
 
 
+@dataclasses.dataclass(frozen=True)
+class LookupTableOp:
+    """An int8 TFLite op whose kernel is a 256-entry table (the kernels' LUTPopulate):
+    out[q] = clamp(round_half_away(f(s_in * (q - zp_in)) * (1 / s_out)) + zp_out), in float32.
+
+    tflite: the op in the flatbuffer; tf_fn: the float function in TF (what the model and the
+    fake-quant graph compute); table_fn: the float32 numpy function the kernel tabulates;
+    tf_ops: TF op types that convert to it one to one (what PTQ matches); keras_activations:
+    Keras activation names that trace to it (what QAT quantizes). The output has a grid of its
+    own (calibrated), the input keeps its producer's.
+    """
+
+    tflite: str
+    tf_fn: Callable
+    table_fn: Callable
+    tf_ops: tuple[str, ...] = ()
+    keras_activations: tuple[str, ...] = ()
+
+
+def _gelu_table(x: np.ndarray) -> np.ndarray:
+    """GELU (exact form, TFLite's approximate=False): 0.5 x (1 + erf(x / sqrt 2))."""
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0)))).astype(np.float32)
+
+
+LOOKUP_TABLE_OPS: dict[str, LookupTableOp] = {
+    "exp": LookupTableOp("EXP", tf.exp, np.exp, tf_ops=("Exp",), keras_activations=("exponential",)),
+    "gelu": LookupTableOp("GELU", lambda x: tf.nn.gelu(x, approximate=False), _gelu_table,
+                          keras_activations=("gelu",)),
+}
+
+
+def lookup_table_op(*, tf_op: Optional[str] = None, keras_activation: Optional[str] = None) -> Optional[LookupTableOp]:
+    """The `LOOKUP_TABLE_OPS` entry for a TF op type or a Keras activation name, or None."""
+    for op in LOOKUP_TABLE_OPS.values():
+        if (tf_op is not None and tf_op in op.tf_ops) or \
+                (keras_activation is not None and keras_activation in op.keras_activations):
+            return op
+    return None
+
+
 def apply_fused_activation(name: Optional[str], x):
     """`x` through the fused activation `name` (None, "relu", "relu6")."""
     try:
@@ -50,3 +97,18 @@ def apply_fused_activation(name: Optional[str], x):
         raise ValueError(f"{name!r} is not an activation TFLite fuses; choose one of "
                          f"{list(FUSED_ACTIVATIONS)}.") from None
     return fn(x)
+
+
+def linear_pre_activation(op, x, kernel, bias=None, correction=None):
+    """op(x, kernel) [* correction] [+ bias]: every linear op's float computation before its fused
+    activation (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV). `correction` is
+    batch-statistics BN folding's per-channel sigma / sigma_B."""
+    y = op(x, kernel)
+    if correction is not None:
+        y = y * correction
+    return y if bias is None else y + bias
+
+
+def linear_forward(op, x, kernel, bias=None, activation: Optional[str] = None, correction=None):
+    """act(op(x, kernel) + bias), with `act` a fused activation (see `linear_pre_activation`)."""
+    return apply_fused_activation(activation, linear_pre_activation(op, x, kernel, bias, correction))

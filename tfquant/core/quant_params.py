@@ -57,11 +57,17 @@ class QuantParams:
 
 
 def round_half_away(x):
-    """Round half away from zero (TFLite's and std::round's rule; numpy rounds half to even)."""
+    """std::round: ties away from zero (TFLite's rule; numpy and tf.round round half to even),
+    exact for every float: floor(|x| + 0.5) would misround 0.49999999999999994. Numpy or TF."""
     if isinstance(x, (tf.Tensor, tf.Variable)):
-        return tf.sign(x) * tf.floor(tf.abs(x) + 0.5)
-    x = np.asarray(x)
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+        a = tf.abs(x)
+        r = tf.floor(a)
+        # r + 0.5 is exact. (A select, not a cast: the converter folds it in FakeQuant graphs; the
+        # second add is named so that the auto-numbered "add_N" names the flatbuffer keeps stay.)
+        return tf.sign(x) * tf.where(a >= r + 0.5, tf.add(r, 1.0, name="round_up"), r)
+    a = np.abs(np.asarray(x))
+    r = np.floor(a)
+    return np.sign(x) * (r + (a >= r + 0.5).astype(a.dtype))
 
 
 def _unsigned_offset(spec: QuantSpec) -> int:

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tfquant.core import integer_kernels
 from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_kernel, quant_scale
-from tfquant.core.op_rules import SOFTMAX_RANGE, apply_fused_activation
+from tfquant.core.op_rules import SOFTMAX_RANGE, LookupTableOp, apply_fused_activation, linear_forward
 from tfquant.core.quant_params import quant_params
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import SpecError
@@ -100,10 +100,9 @@ def quantized_linear(op: Callable, x, kernel, bias, *, input_range, output_range
                         "per-channel FakeQuant through the transpose it inserts.")
     k_lo, k_hi = kernel_range_ if kernel_range_ is not None else kernel_range(kernel, depthwise, kernel_spec.per_channel)
     kernel_q = fake_quant_kernel(kernel, k_lo, k_hi, kernel_spec, depthwise)
-    y = op(x, kernel_q)
-    if bias is not None:
-        y = y + fake_quant_bias(bias, quant_scale(*input_range, ACTIVATION), quant_scale(k_lo, k_hi, kernel_spec))
-    fake = fake_quant(apply_fused_activation(activation, y), *output_range, ACTIVATION)
+    bias_q = None if bias is None else \
+        fake_quant_bias(bias, quant_scale(*input_range, ACTIVATION), quant_scale(k_lo, k_hi, kernel_spec))
+    fake = fake_quant(linear_forward(op, x, kernel_q, bias_q, activation), *output_range, ACTIVATION)
     if not is_exact():
         return fake
     p_in, p_out = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
@@ -136,6 +135,19 @@ def quantized_leaky_relu(x, alpha: float, *, input_range, output_range):
     pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
     exact = integer_kernels.leaky_relu(x, alpha, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
                                        output_scale=po.scale, output_zero_point=int(po.zero_point))
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_lookup_table(x, op: LookupTableOp, *, input_range, output_range):
+    """An int8 lookup-table op (`core.op_rules.LOOKUP_TABLE_OPS`: EXP, GELU, ...) of a tensor on
+    its grid, onto its own output grid."""
+    fake = fake_quant(op.tf_fn(x), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
+    params = dict(input_scale=float(pi.scale), input_zero_point=int(pi.zero_point),
+                  output_scale=float(po.scale), output_zero_point=int(po.zero_point))
+    exact = integer_kernels.apply_lookup_table(x, integer_kernels.lookup_table(op.table_fn, **params), **params)
     return integer_kernels.straight_through(fake, exact)
 
 

@@ -88,8 +88,14 @@ class MinMaxRange(RangeEstimator):
     """The observed minimum and maximum (TFLite converter's calibration)."""
 
 
+def moving_average(average, value, momentum: float):
+    """One step of an exponential moving average, in numpy or TF (QAT's ranges use it in-graph)."""
+    return momentum * average + (1.0 - momentum) * value
+
+
 class MovingAverageMinMaxRange(RangeEstimator):
-    """Exponential moving average of per-batch min and max (TFMOT's and QAT's default)."""
+    """Exponential moving average of per-batch min and max (TFMOT's and QAT's default; a QAT
+    `ActivationQuantizer` applies the same `moving_average` to its variables while training)."""
 
     def __init__(self, spec: QuantSpec, momentum: float = 0.99):
         super().__init__(spec)
@@ -101,9 +107,8 @@ class MovingAverageMinMaxRange(RangeEstimator):
         if self.min is None:
             self.min, self.max = bmin, bmax
         else:
-            m = self.momentum
-            self.min = m * self.min + (1 - m) * bmin
-            self.max = m * self.max + (1 - m) * bmax
+            self.min = moving_average(self.min, bmin, self.momentum)
+            self.max = moving_average(self.max, bmax, self.momentum)
 
 
 class _SampledRange(RangeEstimator):
@@ -145,14 +150,15 @@ class PercentileRange(_SampledRange):
 class MSERange(_SampledRange):
     """The clipping range that minimises the mean squared quantization error.
 
-    Candidates shrink the min-max range by a factor alpha in (0, 1]; `search="grid"` tries
-    `num_candidates` values, `search="golden"` runs a golden-section search (the MSE is close
-    to unimodal in alpha). Per-channel estimators search each channel independently.
+    Candidates shrink the min-max range by a factor alpha in (0, 1]; `search="golden"` (the
+    default, on both QAT's `calibrate` and PTQ) runs a golden-section search (the MSE is close
+    to unimodal in alpha), `search="grid"` tries `num_candidates` values. Per-channel estimators
+    search each channel independently; the values are sampled down to `max_samples`.
     """
 
-    def __init__(self, spec: QuantSpec, search: str = "grid", num_candidates: int = 100,
-                 min_alpha: float = 0.05, **kwargs):
-        super().__init__(spec, **kwargs)
+    def __init__(self, spec: QuantSpec, search: str = "golden", num_candidates: int = 100,
+                 min_alpha: float = 0.05, max_samples: int = 100_000, **kwargs):
+        super().__init__(spec, max_samples=max_samples, **kwargs)
         if search not in ("grid", "golden"):
             raise ValueError(f"search must be 'grid' or 'golden', got {search!r}.")
         self.search = search

@@ -9,8 +9,9 @@ is refused: converting it would silently produce a float model.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -69,12 +70,65 @@ def concrete_function_of(graph: Exportable) -> tf.types.experimental.ConcreteFun
         "with an input_signature, or a concrete function.")
 
 
+def is_ptq_result(obj) -> bool:
+    """A `tfquant.ptq` result (duck-typed: export knows no algorithm)."""
+    return hasattr(obj, "with_plan") and hasattr(obj, "fake_quant") and hasattr(obj, "exact")
+
+
+@contextlib.contextmanager
+def with_plan(model, plan) -> Iterator:
+    """`model` with `plan`'s ranges for the duration of the block: a PTQ result rebuilt from the
+    plan, or a QAT Keras model whose quantizers hold the plan's ranges (restored afterwards)."""
+    if plan is None:
+        yield model
+    elif is_ptq_result(model):
+        yield model.with_plan(plan)
+    else:
+        import keras
+
+        if not isinstance(model, keras.Model):
+            raise ExportError(f"plan= needs a tfquant.ptq result or a QAT Keras model, got {type(model).__name__}.")
+        from tfquant.keras.plan import plan_applied
+
+        with plan_applied(model, plan):
+            yield model
+
+
 def fake_quant_nodes(graph_def: tf.compat.v1.GraphDef) -> list:
     """Every FakeQuant / QuantizeAndDequantize node in a GraphDef and its function library."""
     nodes = [n for n in graph_def.node if n.op in FAKE_QUANT_OPS]
     for fn in graph_def.library.function:
         nodes.extend(n for n in fn.node_def if n.op in FAKE_QUANT_OPS)
     return nodes
+
+
+def _checked_frozen_function(graph: Exportable):
+    """The concrete function to convert, checked and frozen, and whether it has low-bit weights."""
+    with simulation_mode("fake_quant"):   # the converter must see FakeQuant ops, not emulation
+        fn = concrete_function_of(graph.fake_quant if is_ptq_result(graph) else graph)
+    nodes = fake_quant_nodes(fn.graph.as_graph_def())
+    if has_emulation_ops(fn.graph.as_graph_def()):
+        raise ExportError(
+            "The graph holds exact-simulation ops (it was traced under simulation_mode('exact')): "
+            "export a tf.function traced in 'fake_quant' mode (see tfquant.core.integer_kernels).")
+    if not nodes:
+        raise ExportError(
+            "The graph has no FakeQuant ops, so it would convert to a float model. Quantize it "
+            "first: tfquant.quantize_model(model) for QAT, or tfquant.ptq(...) for "
+            "post-training quantization.")
+    _check_activation_bits(fn)
+    low_bit = any(n.attr["num_bits"].i and n.attr["num_bits"].i < 8 for n in nodes)
+    return _frozen(fn), low_bit
+
+
+def _frozen(fn):
+    """Every variable (weights, FakeQuant ranges, learned or not) as a constant. Handing the
+    converter a live model instead lets it keep variables an optimizer made reachable (trainable
+    ranges after fit) and fail on them."""
+    try:
+        return convert_variables_to_constants_v2(fn)
+    except Exception as e:  # noqa: BLE001 - freezing raises many types
+        raise ExportError(f"Could not freeze the graph's variables into constants: {e}") from e
 
 
 def _check_activation_bits(fn) -> None:
@@ -112,39 +166,23 @@ def _check_activation_bits(fn) -> None:
 
 
 def to_tflite(graph: Exportable, path: Optional[Union[str, os.PathLike]] = None, *,
-              int8_io: bool = False) -> bytes:
+              int8_io: bool = False, plan=None) -> bytes:
     """Convert a FakeQuant graph to a TFLite flatbuffer with int8 kernels.
 
     Args:
-      graph: a Keras model, a tf.function with an input_signature, or a concrete function.
+      graph: a Keras model, a tf.function with an input_signature, a concrete function, or a
+        `tfquant.ptq` result.
       path: if given, the flatbuffer is also written there atomically.
       int8_io: make the model's inputs and outputs int8 (otherwise float, with QUANTIZE /
         DEQUANTIZE at the edges).
+      plan: a `tfquant.QuantPlan` to export with instead of the model's own ranges (a QAT
+        model is left as it was).
 
     Returns the flatbuffer bytes. Raises `ExportError` for a graph without FakeQuant ops or
     one the converter rejects.
     """
-    with simulation_mode("fake_quant"):   # the converter must see FakeQuant ops, not emulation
-        fn = concrete_function_of(graph)
-    nodes = fake_quant_nodes(fn.graph.as_graph_def())
-    if has_emulation_ops(fn.graph.as_graph_def()):
-        raise ExportError(
-            "The graph holds exact-simulation ops (it was traced under simulation_mode('exact')): "
-            "export a tf.function traced in 'fake_quant' mode (see tfquant.core.integer_kernels).")
-    if not nodes:
-        raise ExportError(
-            "The graph has no FakeQuant ops, so it would convert to a float model. Quantize it "
-            "first: tfquant.quantize_model(model) for QAT, or tfquant.ptq(...) for "
-            "post-training quantization.")
-    _check_activation_bits(fn)
-    low_bit = any(n.attr["num_bits"].i and n.attr["num_bits"].i < 8 for n in nodes)
-    # Freeze first: every variable (weights, FakeQuant ranges, learned or not) becomes a constant.
-    # Handing the converter a live model instead lets it keep variables an optimizer made
-    # reachable (trainable ranges after fit) and fail on them.
-    try:
-        fn = convert_variables_to_constants_v2(fn)
-    except Exception as e:  # noqa: BLE001 - freezing raises many types
-        raise ExportError(f"Could not freeze the graph's variables into constants: {e}") from e
+    with with_plan(graph, plan) as graph:   # the plan's ranges are read when the graph is frozen
+        fn, low_bit = _checked_frozen_function(graph)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if low_bit:

@@ -23,7 +23,7 @@ from tfquant.core.quant_params import converter_params, dequantize, quantize
 from tfquant.core.integer_kernels import simulation_mode
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import DataError
-from tfquant.export.converter import concrete_function_of
+from tfquant.export.converter import concrete_function_of, is_ptq_result, with_plan
 from tfquant.export.interpreter import TFLiteRunner
 
 
@@ -206,18 +206,20 @@ def _intermediate_fidelity(simulation, runner: TFLiteRunner, inputs: list[np.nda
 
 def verify(model, simulation: Callable, inputs, float_model: Optional[Callable] = None, *,
            kernels: Sequence[str] = ("reference", "default"), batch_size: int = 64,
-           intermediate_samples: int = 8, print_table: bool = False) -> VerificationResult:
+           intermediate_samples: int = 8, print_table: bool = False, plan=None) -> VerificationResult:
     """Compare a flatbuffer's integer outputs with the simulation (and the float model).
 
     Args:
       model: the .tflite path or bytes.
       simulation: what predicts the flatbuffer: a tfquant Keras model (called eagerly in the
         "exact" simulation mode) or a tf.function traced in "exact" mode (see
-        `tfquant.core.simulation_mode`); a fake-quant-mode graph works too, within rounding.
+        `tfquant.core.simulation_mode`), or a `tfquant.ptq` result (its exact simulation); a
+        fake-quant-mode graph works too, within rounding.
       inputs: float input array (or a list, one per model input), batch first.
       float_model: the unquantized model, for top-1 agreement and SQNR against float.
       kernels: kernel sets to run ("reference", "optimized", "default").
       intermediate_samples: samples used for the per-tensor comparison (0 to skip).
+      plan: simulate with this `tfquant.QuantPlan` (the one the flatbuffer was exported with).
     """
     arrays = [np.asarray(inputs, np.float32)] if isinstance(inputs, np.ndarray) else \
         [np.asarray(a, np.float32) for a in inputs]
@@ -227,12 +229,19 @@ def verify(model, simulation: Callable, inputs, float_model: Optional[Callable] 
         if not np.all(np.isfinite(a)):
             raise DataError("verify: the inputs contain NaN or Inf.")
     TFLiteRunner(model, kernels="reference")._prepare(arrays)   # shape check before any work
-    with simulation_mode("exact"):   # Keras simulations run eagerly and read the mode per call
-        sim_outs = run_model(simulation, arrays, batch_size)
+    with with_plan(simulation, plan) as simulation:
+        if is_ptq_result(simulation):
+            simulation = simulation.exact
+        with simulation_mode("exact"):   # Keras simulations run eagerly and read the mode per call
+            sim_outs = run_model(simulation, arrays, batch_size)
+        tensors: list[Fidelity] = []     # intermediate tensors, under the reference kernels
+        if intermediate_samples and "reference" in kernels:
+            tensors = _intermediate_fidelity(
+                simulation, TFLiteRunner(model, kernels="reference", preserve_all_tensors=True),
+                [a[:intermediate_samples] for a in arrays])
     float_outs = run_model(float_model, arrays, batch_size) if float_model is not None else None
 
     reports: list[OutputReport] = []
-    tensors: list[Fidelity] = []
     for k in kernels:
         runner = TFLiteRunner(model, kernels=k, preserve_all_tensors=True)
         ints = runner.run_int(arrays, batch_size=batch_size)
@@ -251,8 +260,6 @@ def verify(model, simulation: Callable, inputs, float_model: Optional[Callable] 
                 top1_vs_float=None if fl is None else _top1(fl, actual_float),
                 sqnr_vs_float_db=None if fl is None else sqnr_db(fl, actual_float),
                 sqnr_vs_simulation_db=sqnr_db(sim.reshape(q.shape), actual_float)))
-        if k == "reference" and intermediate_samples:
-            tensors = _intermediate_fidelity(simulation, runner, [a[:intermediate_samples] for a in arrays])
     result = VerificationResult(outputs=reports, tensors=tensors, samples=int(arrays[0].shape[0]))
     if print_table:
         print(result.table())

@@ -17,11 +17,9 @@ bias correction and AdaRound compare against), "quant" (weights and activations)
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from tfquant.core import (
@@ -33,12 +31,19 @@ from tfquant.core import (
     quantized_avg_pool,
     quantized_input,
     quantized_linear,
+    quantized_lookup_table,
     quantized_mean,
     quantized_softmax,
     simulation_mode,
 )
-from tfquant.core.op_rules import FIXED_RANGE_TF_OPS, SAME_SCALE_TF_OPS, apply_fused_activation
-from tfquant.errors import ExportError
+from tfquant.core.op_rules import (
+    FIXED_RANGE_TF_OPS,
+    SAME_SCALE_TF_OPS,
+    apply_fused_activation,
+    linear_pre_activation,
+    lookup_table_op,
+)
+from tfquant.core.plan import QuantPlan
 from tfquant.graph.ir import SAME_SCALE_TYPES, Graph, Node, ref
 
 ACT_SPEC = QuantSpec.activation()
@@ -48,53 +53,6 @@ MODES = ("float", "weights", "quant")
 # ---------------------------------------------------------------------------------------------
 # quantizers
 # ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class QuantPlan:
-    """Which quantizer each float tensor uses, and the ranges the PTQ steps set.
-
-    qid: float tensor ref -> quantizer id (tensors of one id share one (scale, zero point)).
-    owners: tensors whose producer writes onto the quantizer's grid (applies the FakeQuant);
-      the other tensors of an id (outputs of pad, pooling, reshape, concat) inherit it.
-    fixed: quantizer id -> TFLite's fixed range (softmax, logistic, tanh outputs).
-    ranges: quantizer id -> (min, max), set by calibration.
-    weight_specs / weight_ranges: linear node name -> kernel QuantSpec / (min, max) vectors.
-    """
-
-    qid: dict[str, str]
-    owners: dict[str, list[str]]
-    fixed: dict[str, tuple[float, float]]
-    ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
-    weight_specs: dict[str, QuantSpec] = dataclasses.field(default_factory=dict)
-    weight_ranges: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
-
-    def range_of(self, tensor_ref: str) -> tuple[float, float]:
-        q = self.qid.get(tensor_ref)
-        if q is None:
-            raise ExportError(f"Tensor {tensor_ref!r} has no quantizer.")
-        if q in self.fixed:
-            return self.fixed[q]
-        if q not in self.ranges:
-            raise ExportError(f"Quantizer {q!r} (tensor {tensor_ref!r}) has no range: calibrate first.")
-        return self.ranges[q]
-
-    def calibrated_ids(self) -> list[str]:
-        """Quantizer ids whose range must be set (not fixed), in graph order."""
-        seen = []
-        for q in self.owners:
-            if q not in self.fixed and q not in seen:
-                seen.append(q)
-        return seen
-
-    def is_owner(self, tensor_ref: str) -> bool:
-        q = self.qid.get(tensor_ref)
-        return q is not None and tensor_ref in self.owners.get(q, [])
-
-    def copy(self) -> "QuantPlan":
-        return QuantPlan(dict(self.qid), {k: list(v) for k, v in self.owners.items()}, dict(self.fixed),
-                         dict(self.ranges), dict(self.weight_specs),
-                         {k: (np.array(a), np.array(b)) for k, (a, b) in self.weight_ranges.items()})
-
-
 def _float_outputs(node: Node) -> list[int]:
     return [i for i, d in enumerate(node.out_dtypes) if d is not None and d.is_floating]
 
@@ -322,6 +280,10 @@ class Emitter:
             if quant:
                 return [quantized_softmax(values[0], input_range=self.plan.range_of(node.inputs[0]))]
             return [tf.nn.softmax(values[0])]
+        table_op = lookup_table_op(tf_op=node.tf_type) if t == "passthrough" else None
+        if quant and table_op is not None and node.inputs[0] in self.plan.qid and self.plan.is_owner(node.output()):
+            return [quantized_lookup_table(values[0], table_op, input_range=self.plan.range_of(node.inputs[0]),
+                                           output_range=self.plan.range_of(node.output()))]
         outs = self._generic(node, list(values))
         return [self._fq_out(node, o, i) if o.dtype.is_floating else o for i, o in enumerate(outs)]
 
@@ -341,9 +303,7 @@ class Emitter:
         if self.mode == "weights":
             lo, hi = self.weight_range(node)
             kernel = node_kernel_on_grid(node, kernel, lo, hi, self.plan.weight_specs[node.name])
-        y = op(x, kernel)
-        if bias is not None:
-            y = y + bias
+        y = linear_pre_activation(op, x, kernel, bias)
         if self.keep_pre_activation:
             self.pre_activation[node.name] = y
         return apply_fused_activation(node.activation, y)

@@ -383,8 +383,9 @@ class _Importer:
                 and nhwc() and all(self.is_const(i) for i in ins[1:5]):
             gamma, beta, mean, var = (self.value(i).astype(np.float32) for i in ins[1:5])
             stats = BNStats(gamma=gamma, beta=beta, mean=mean, var=var, eps=float(attr["epsilon"].f))
+            scale, offset = stats.affine()
             return Node(name=name, type="affine", inputs=[ins[0]],
-                        weights={"scale": stats.scale, "offset": stats.offset}, bn=stats)
+                        weights={"scale": scale, "offset": offset}, bn=stats)
         if nd.op in ("Relu", "Relu6") and len(data) == 1:
             return Node(name=name, type=nd.op.lower(), inputs=data)
         if nd.op in ("Pad", "PadV2") and len(data) == 1 and self.is_const(ins[1]):

@@ -34,6 +34,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from tfquant.core.bn_folding import bn_affine
+
 LINEAR_TYPES = frozenset({"conv2d", "depthwise", "matmul"})
 ACTIVATION_TYPES = frozenset({"relu", "relu6"})
 # Ops whose output shares the input's quantizer (TFLite requires the same scale in and out).
@@ -64,13 +66,11 @@ class BNStats:
     var: np.ndarray
     eps: float
 
-    @property
-    def scale(self) -> np.ndarray:
-        return (self.gamma / np.sqrt(self.var.astype(np.float64) + self.eps)).astype(np.float32)
-
-    @property
-    def offset(self) -> np.ndarray:
-        return (self.beta - self.mean * self.scale.astype(np.float64)).astype(np.float32)
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, offset) as float32, computed in float64 (`tfquant.core.bn_folding`)."""
+        f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+        scale, offset = bn_affine(f64(self.gamma), f64(self.beta), f64(self.mean), f64(self.var), self.eps)
+        return scale.astype(np.float32), offset.astype(np.float32)
 
 
 @dataclasses.dataclass

@@ -28,6 +28,8 @@ from tfquant.keras.layers import (
     QuantMultiply,
     QuantResize,
 )
+from tfquant.keras.from_ptq import InitReport, init_from_ptq
+from tfquant.keras.plan import apply_plan, plan_of
 from tfquant.keras.quantize import quantization_report, quantize_model
 from tfquant.keras.quantizers import ActivationQuantizer, FixedQuantizer, WeightQuantizer
 from tfquant.keras.registry import (
@@ -51,7 +53,8 @@ def quantizer_state(qmodel) -> dict:
 
 
 __all__ = [
-    "quantize_model", "calibrate", "QATConfig", "quantization_report", "quantizer_state",
+    "quantize_model", "calibrate", "QATConfig", "quantization_report", "quantizer_state", "plan_of", "apply_plan",
+    "init_from_ptq", "InitReport",
     "WeightQuantizer", "ActivationQuantizer", "FixedQuantizer",
     "QuantizeConfig", "register_quantize_config", "unregister_quantize_config", "register_passthrough",
     "QuantizationReport", "LayerReport", "ModelTypeError", "AlreadyQuantizedError", "WiringError",

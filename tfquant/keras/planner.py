@@ -17,7 +17,7 @@ import keras
 from tfquant.core.op_rules import FUSED_ACTIVATIONS
 from tfquant.keras.config import QATConfig
 from tfquant.keras.layer_graph import LayerCall, LayerGraph
-from tfquant.keras.layers.activation import FIXED_RANGE, SUPPORTED as SUPPORTED_ACTIVATIONS
+from tfquant.keras.layers.activation import FIXED_RANGE, supported_activations
 from tfquant.keras.layers.conv import KINDS as CONV_KINDS
 from tfquant.keras.layers.resize import NearestUpSampling
 from tfquant.keras.registry import custom_config, is_passthrough
@@ -93,7 +93,7 @@ def _standalone_activation(layer) -> Optional[tuple[str, dict]]:
     if t is L.Activation:
         name = _activation_name(layer.activation)
         name = {"swish": "silu", "hard_swish": "hard_silu"}.get(name, name)
-        return (name, {}) if name in SUPPORTED_ACTIVATIONS else None
+        return (name, {}) if name in supported_activations() else None
     return None
 
 
@@ -257,7 +257,7 @@ class Planner:
             self.qops.append(q)
             self.report(op, "quantized", op.name)
             name = f"{op.name}_{act}"
-            if act in SUPPORTED_ACTIVATIONS or act in ("swish", "hard_swish"):
+            if act in supported_activations() or act in ("swish", "hard_swish"):
                 act = {"swish": "silu", "hard_swish": "hard_silu"}.get(act, act)
                 params = {"negative_slope": 0.2} if act == "leaky_relu" else {}   # keras.activations' default
                 self.qops.append(PlannedOp("act", None, [mid], op.outputs, name, activation=act, params=params))

@@ -21,7 +21,7 @@ import keras
 from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 import tensorflow as tf
 
-from tfquant.core import QuantSpec, fake_quant
+from tfquant.core import QuantSpec, fake_quant, moving_average
 from tfquant.errors import SpecError
 from tfquant.keras.distribute import global_min_max
 
@@ -195,9 +195,8 @@ class ActivationQuantizer:
             self.max.assign(tf.where(ready, _tensor(self.max), bmax))
             self.initialized.assign(1.0)
             return _tensor(self.min), _tensor(self.max)
-        m = self.momentum
-        new_min = tf.where(ready, m * _tensor(self.min) + (1.0 - m) * bmin, bmin)
-        new_max = tf.where(ready, m * _tensor(self.max) + (1.0 - m) * bmax, bmax)
+        new_min = tf.where(ready, moving_average(_tensor(self.min), bmin, self.momentum), bmin)
+        new_max = tf.where(ready, moving_average(_tensor(self.max), bmax, self.momentum), bmax)
         self.min.assign(new_min)
         self.max.assign(new_max)
         self.initialized.assign(1.0)

@@ -26,8 +26,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfquant.core import QuantSpec, quant_params
-from tfquant.core.op_rules import FUSED_ACTIVATIONS
+from tfquant.core import QuantSpec
+from tfquant.core.weight_grid import kernel_scale, on_grid, split_on_grid
+from tfquant.core.op_rules import linear_forward
 from tfquant.graph import Node, node_kernel_on_grid, linear_op
 
 GAMMA, ZETA = -0.1, 1.1
@@ -40,17 +41,6 @@ class AdaRoundResult:
     loss_nearest: float        # reconstruction MSE of round-to-nearest on the layer's data
     loss_adaround: float       # ... of the learned rounding
     flipped: float             # fraction of weights rounded away from the nearest value
-
-
-def grid_scale(node: Node, spec: QuantSpec, lo, hi) -> np.ndarray:
-    """The weight scale from core, broadcastable against the kernel."""
-    scale = np.asarray(quant_params(lo, hi, spec).scale, np.float32)
-    k = node.kernel
-    if scale.size == 1:
-        return scale.reshape([1] * k.ndim)
-    if node.type == "depthwise":
-        return scale.reshape(1, 1, k.shape[2], k.shape[3])
-    return scale.reshape([1] * (k.ndim - 1) + [-1])
 
 
 def _rows_form(node: Node) -> bool:
@@ -117,15 +107,11 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
 
     x_quant: the layer's input in the partly quantized model [N, ...]; target: the float
     layer's activation output f_a(W x + b) [N, ..., C]."""
-    s = grid_scale(node, spec, lo, hi).astype(np.float32)
+    s = kernel_scale(lo, hi, spec, node.kernel.shape, depthwise=node.type == "depthwise")
     w = node.kernel.astype(np.float32)
-    w_over_s = w / s
-    w_floor = np.floor(w_over_s)
-    rest = np.clip(w_over_s - w_floor, 0.0, 1.0)
+    w_floor, rest = split_on_grid(w, s)
     v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
-    act = FUSED_ACTIVATIONS[node.activation]
-    qmin, qmax = float(spec.qmin), float(spec.qmax)
 
     rows = _rows_form(node)
     if rows:
@@ -150,7 +136,7 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
     b1, b2, eps = 0.9, 0.999, 1e-8
 
     def recon(xb, tb, kernel):
-        y = act(op(xb, kernel) + b_t)
+        y = linear_forward(op, xb, kernel, b_t, node.activation)
         return tf.reduce_mean(tf.reduce_sum(tf.square(y - tb), axis=-1))
 
     iters = config.adaround_iterations
@@ -172,7 +158,7 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
             xb, tb = xs_t, ts_t
         with tf.GradientTape() as tape:
             h = _h(v)
-            rec = recon(xb, tb, s_t * tf.clip_by_value(floor_t + h, qmin, qmax))
+            rec = recon(xb, tb, on_grid(floor_t + h, s_t, spec))
             reg = tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
             loss = rec + reg_weight * reg
         g = tape.gradient(loss, v)
@@ -191,7 +177,7 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
     train()
 
     up = (v.numpy() >= 0.0).astype(np.float32)
-    learned = (s * np.clip(w_floor + up, qmin, qmax)).astype(np.float32)
+    learned = on_grid(w_floor + up, s, spec)
     nearest = np.asarray(node_kernel_on_grid(node, tf.constant(w), lo, hi, spec))   # core's rounding
 
     def full_loss(kernel):

@@ -1,7 +1,8 @@
 """Batch-norm folding: conv / depthwise / matmul -> batch norm becomes one linear op.
 
-    W' = W * gamma / sqrt(var + eps)            (per output channel)
-    b' = (b - mean) * gamma / sqrt(var + eps) + beta   (a bias is created where there was none)
+    W' = W * scale,  b' = b * scale + offset      (a bias is created where there was none)
+
+with BN as y = scale * x + offset (`tfquant.core.bn_folding`, the formula QAT folds with too).
 
 The affine form (scale, offset) covers FusedBatchNorm and the Mul/Add(Sub) Keras 3 writes alike.
 The folded layer keeps the batch norm's output statistics (mean beta, standard deviation
@@ -11,18 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfquant.core.bn_folding import fold_affine, scale_output_channels
 from tfquant.graph import Graph, Node, Stats, bn_folds
 
 
-def scale_output_channels(node: Node, factor: np.ndarray) -> None:
-    """Multiply a linear node's output channel c (kernel and bias) by factor[c]."""
-    k = node.kernel.astype(np.float64)
+def kernel_layout(node: Node) -> str:
+    """The layout (see tfquant.core.bn_folding) of a linear node's kernel."""
+    return "depthwise" if node.type == "depthwise" else "last"
+
+
+def scale_node_output_channels(node: Node, factor: np.ndarray) -> None:
+    """Multiply a linear node's output channel c (kernel and bias) by factor[c], in float64."""
     f = np.asarray(factor, np.float64)
-    if node.type == "depthwise":
-        k = k * f.reshape(k.shape[2], k.shape[3])[None, None]
-    else:
-        k = k * f.reshape([1] * (k.ndim - 1) + [-1])
-    node.weights["kernel"] = k.astype(np.float32)
+    node.weights["kernel"] = scale_output_channels(node.kernel.astype(np.float64), f,
+                                                   kernel_layout(node)).astype(np.float32)
     if node.bias is not None:
         node.weights["bias"] = (node.bias.astype(np.float64) * f).astype(np.float32)
 
@@ -32,11 +35,12 @@ def fold_batch_norms(graph: Graph) -> list[str]:
     Returns the names of the folded linear nodes."""
     folded = []
     for linear, affine in bn_folds(graph):
-        scale = affine.weights["scale"].astype(np.float64)
-        offset = affine.weights["offset"].astype(np.float64)
         bias = np.zeros(linear.out_channels) if linear.bias is None else linear.bias.astype(np.float64)
-        scale_output_channels(linear, scale)
-        linear.weights["bias"] = (bias * scale + offset).astype(np.float32)
+        kernel, bias = fold_affine(linear.kernel.astype(np.float64), bias,
+                                   affine.weights["scale"].astype(np.float64),
+                                   affine.weights["offset"].astype(np.float64), kernel_layout(linear))
+        linear.weights["kernel"] = kernel.astype(np.float32)
+        linear.weights["bias"] = bias.astype(np.float32)
         if affine.bn is not None:
             linear.out_stats = Stats(mean=affine.bn.beta.astype(np.float64),
                                      std=np.abs(affine.bn.gamma.astype(np.float64)))

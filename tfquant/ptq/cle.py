@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 
 from tfquant.graph import Chain, Graph, Node, equalization_chains
-from tfquant.ptq.bn_folding import scale_output_channels
+from tfquant.ptq.bn_folding import scale_node_output_channels
 
 ZERO_RANGE = 1e-5   # a channel whose range is below this fraction of its tensor's largest is "zero"
 
@@ -85,7 +85,7 @@ def scale_input_channels(node: Node, factor: np.ndarray) -> None:
 
 def _rescale(producer: Node, consumer: Node, s: np.ndarray, pre_ranges: dict) -> None:
     """Divide producer's output channels by s and multiply consumer's inputs by s."""
-    scale_output_channels(producer, 1.0 / s)
+    scale_node_output_channels(producer, 1.0 / s)
     if producer.out_stats is not None:
         producer.out_stats = producer.out_stats.scaled(1.0 / s)
     if producer.name in pre_ranges:

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.core import QuantSpec, fake_quant
-from tfquant.core.op_rules import FUSED_ACTIVATIONS
+from tfquant.core.op_rules import apply_fused_activation, linear_pre_activation
 from tfquant.graph import Emitter, Graph, Node, QuantPlan, node_kernel_on_grid, linear_op, ref
 from tfquant.ptq.adaround import AdaRoundResult, adaround_layer
 
@@ -119,10 +119,10 @@ def _run_batched(em: Emitter, node: Node, ins: list, n: int, chunk: int) -> list
 def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, config, bias_correction: bool,
                  adaround: bool, rng, report: LayerwiseReport, chunk: int, quantize_activations: bool):
     op = linear_op(node)
-    act = FUSED_ACTIVATIONS[node.activation]
+    act = lambda y: apply_fused_activation(node.activation, y)  # noqa: E731
     kernel = tf.constant(node.kernel)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
-    pre_f = _apply(lambda x: op(x, kernel) + bias, [x_f], chunk)
+    pre_f = _apply(lambda x: linear_pre_activation(op, x, kernel, bias), [x_f], chunk)
     if adaround:
         spec = plan.weight_specs[node.name]
         lo, hi = plan.weight_ranges[node.name]
@@ -131,7 +131,7 @@ def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, 
         node.weights["kernel"] = learned
         report.adaround[node.name] = result
     k_q = tf.constant(quantized_kernel(node, plan))
-    pre_q = _apply(lambda x: op(x, k_q) + bias, [x_q], chunk)
+    pre_q = _apply(lambda x: linear_pre_activation(op, x, k_q, bias), [x_q], chunk)
     if bias_correction:
         axes = tuple(range(pre_q.ndim - 1))
         shift = (pre_q.astype(np.float64) - pre_f).mean(axis=axes)

@@ -87,8 +87,9 @@ class PTQResult:
     exact: the bit-exact simulation of TFLite's reference kernels (for `tfquant.verify`);
     float_model: the transformed float model (BN folded, equalized, bias corrected);
     original_model: the model as imported, before any step (the reference for agreement);
-    graph / plan: the IR and its quantizers (ranges, weight grids), to inspect or modify
-    (call `rebuild()` after modifying them).
+    graph / plan: the IR and its `QuantPlan` (ranges, weight grids), to inspect, save or edit;
+    `with_plan(plan)` gives the result for another plan (or call `rebuild()` after editing
+    `plan` in place).
     """
 
     def __init__(self, graph: Graph, plan: QuantPlan, config: PTQConfig, report: PTQReport,
@@ -111,11 +112,18 @@ class PTQResult:
         self.exact = build_function(self.graph, self.plan, mode="quant", exact=True)
         self.float_model = build_function(self.graph)
 
+    def with_plan(self, plan: QuantPlan) -> "PTQResult":
+        """The same model with another plan (e.g. an edited or loaded `result.plan`)."""
+        self.plan.check_matches(plan)
+        other = PTQResult(self.graph, plan.copy(), self.config, self.report, self.original_graph)
+        other._original_model = self._original_model
+        return other
+
     def __call__(self, *inputs):
         return self.fake_quant(*[tf.convert_to_tensor(x, tf.float32) for x in inputs])
 
     def to_tflite(self, path: Optional[str | os.PathLike] = None, int8_io: bool = False) -> bytes:
-        """The int8 flatbuffer (written atomically to `path` if given)."""
+        """The int8 flatbuffer of `plan` (written atomically to `path` if given)."""
         from tfquant.export import to_tflite
 
         self.tflite = to_tflite(self.fake_quant, path, int8_io=int8_io)

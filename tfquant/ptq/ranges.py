@@ -39,7 +39,7 @@ def weight_range(node: Node, spec: QuantSpec, estimator: str) -> tuple[np.ndarra
         lo, hi = kernel_range(node.kernel, depthwise=node.type == "depthwise", per_channel=spec.per_channel)
         return np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     rows = _kernel_rows(node)
-    est = MSERange(spec.replace(axis=-1), search="golden", max_samples=max(rows.shape[0], 1) if spec.per_channel
+    est = MSERange(spec.replace(axis=-1), max_samples=max(rows.shape[0], 1) if spec.per_channel
                    else min(rows.size, 1_000_000))
     est.update(rows)
     lo, hi = est.range()
@@ -110,12 +110,11 @@ def logits_quantizers(graph: Graph, plan: QuantPlan) -> set[str]:
 
 
 def _estimator(name: str, config):
+    """The core estimator of that name, with its defaults (the ones QAT's calibrate uses)."""
     if name == "percentile":
-        return make_estimator("percentile", ACT, percentile=config.percentile)
-    if name == "mse":
-        return make_estimator("mse", ACT, search="golden", max_samples=100_000, seed=config.seed)
-    if name == "cross_entropy":
-        return make_estimator("cross_entropy", ACT, max_samples=200_000, seed=config.seed)
+        return make_estimator("percentile", ACT, percentile=config.percentile, seed=config.seed)
+    if name in ("mse", "cross_entropy"):
+        return make_estimator(name, ACT, seed=config.seed)
     return make_estimator(name, ACT)
 
 

@@ -5,10 +5,14 @@ fuses them); this layer is for the others. Softmax and logistic outputs use TFLi
 (scale 1/256, zero point -128), tanh (1/128, 0); the rest get a moving-average range.
 SiLU (swish) is LOGISTIC then MUL on device: its sigmoid is put on the logistic grid first.
 
-Exact mode: softmax uses `tfquant.core.quantized_softmax` (TFLite's gemmlowp arithmetic) and
-LeakyReLU `quantized_leaky_relu` (two requantization multipliers); the other activations have no
-integer emulation yet and run the fake-quant path (TFLite evaluates them with lookup tables or
-fixed-point polynomials, which can differ from the rounded float by one LSB).
+Lookup-table ops (`tfquant.core.op_rules.LOOKUP_TABLE_OPS`: GELU, exponential, ...) are
+quantized from their entry alone: its TF function, its own output grid, its exact kernel.
+
+Exact mode: softmax uses `tfquant.core.quantized_softmax` (TFLite's gemmlowp arithmetic),
+LeakyReLU `quantized_leaky_relu` (two requantization multipliers) and the lookup-table ops
+`quantized_lookup_table`; the other activations have no integer emulation yet and run the
+fake-quant path (TFLite evaluates them with fixed-point polynomials, which can differ from the
+rounded float by one LSB).
 """
 from __future__ import annotations
 
@@ -17,7 +21,17 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from tfquant.core import FIXED_OUTPUT_RANGES, LOGISTIC_RANGE, QuantSpec, fake_quant, quantized_leaky_relu, quantized_softmax
+from tfquant.core import (
+    FIXED_OUTPUT_RANGES,
+    LOGISTIC_RANGE,
+    LOOKUP_TABLE_OPS,
+    QuantSpec,
+    fake_quant,
+    lookup_table_op,
+    quantized_leaky_relu,
+    quantized_lookup_table,
+    quantized_softmax,
+)
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer, is_exact
 from tfquant.keras.quantizers import (
@@ -30,7 +44,13 @@ from tfquant.keras.quantizers import (
 
 ACT = QuantSpec.activation()
 FIXED_RANGE = FIXED_OUTPUT_RANGES   # activation -> TFLite's fixed output grid (core.op_rules)
-SUPPORTED = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "softmax", "silu", "hard_silu")
+BUILTIN = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "softmax", "silu", "hard_silu")
+
+
+def supported_activations() -> tuple[str, ...]:
+    """The activations QuantActivation quantizes: its own, and the Keras names of every
+    lookup-table op in `tfquant.core.op_rules.LOOKUP_TABLE_OPS`."""
+    return BUILTIN + tuple(n for op in LOOKUP_TABLE_OPS.values() for n in op.keras_activations)
 
 
 _FN = {
@@ -48,15 +68,15 @@ class QuantActivation(QuantLayer):
     """A standalone activation on its own output grid.
 
     Args:
-      activation: one of SUPPORTED.
+      activation: one of `supported_activations()`.
       params: keyword arguments of the activation (LeakyReLU's negative_slope).
     """
 
     def __init__(self, activation: str, params: Optional[dict] = None, activation_quantizer=None,
                  shared_output: bool = False, **kwargs):
         super().__init__(shared_output=shared_output, **kwargs)
-        if activation not in SUPPORTED:
-            raise SpecError(f"QuantActivation supports {SUPPORTED}, got {activation!r}.")
+        if activation not in supported_activations():
+            raise SpecError(f"QuantActivation supports {supported_activations()}, got {activation!r}.")
         self.activation = activation
         self.params = dict(params or {})
         self.activation_quantizer = deserialize(activation_quantizer) or ActivationQuantizer()
@@ -85,6 +105,11 @@ class QuantActivation(QuantLayer):
             if calibrating():
                 return tf.nn.softmax(x)
             return quantized_softmax(x, input_range=self.input_range(0) if is_exact(training) else None)
+        table_op = lookup_table_op(keras_activation=self.activation)
+        if table_op is not None:
+            def exact(output_range):
+                return quantized_lookup_table(x, table_op, input_range=self.input_range(0), output_range=output_range)
+            return self._quantize_output(table_op.tf_fn(x), training, exact=exact)
         if self.activation == "silu":
             s = tf.sigmoid(x)
             if not calibrating():

@@ -1,7 +1,9 @@
 """Batch-norm folding for QAT: BN is folded into the weights *before* they are fake-quantized.
 
     w_fold = w * gamma / sqrt(var + eps)          (per output channel)
-    b_fold = beta + (b - mean) * gamma / sqrt(var + eps)
+    b_fold = b * gamma / sqrt(var + eps) + beta - mean * gamma / sqrt(var + eps)
+
+(the formula of `tfquant.core.bn_folding`, which PTQ folds with too).
 
 Static folding (default; the white paper's recommendation): `mean`, `var` are BN's frozen moving
 statistics, so training sees exactly the folded weights the device will run; gamma and beta keep
@@ -23,6 +25,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tfquant.core.bn_folding import bn_affine, fold_affine, scale_output_channels
+
 FOLDINGS = ("static", "batch_stats")
 
 
@@ -35,26 +39,14 @@ def bn_params(bn) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, float]:
     return gamma, beta, mean, var, float(bn.epsilon)
 
 
-def scale_output_channels(kernel: tf.Tensor, factor: tf.Tensor, kind: str) -> tf.Tensor:
-    """Multiply each output channel of `kernel` by `factor` (one value per output channel).
-
-    Layouts: conv / dense / pointwise [..., out]; depthwise [H, W, C, M] (channel c * M + m);
-    transposed conv [H, W, out, in].
-    """
-    if kind == "depthwise":
-        c, m = kernel.shape[-2], kernel.shape[-1]
-        return kernel * tf.reshape(factor, [c, m])
-    if kind == "transpose":
-        return kernel * tf.reshape(factor, [-1, 1])
-    return kernel * factor
+def _layout(kind: str) -> str:
+    """The kernel layout (see tfquant.core.bn_folding) of a QuantConv kind."""
+    return kind if kind in ("depthwise", "transpose") else "last"
 
 
 def static_fold(kernel, bias: Optional[tf.Tensor], bn, kind: str):
-    """Kernel and bias with BN's frozen statistics folded in."""
-    gamma, beta, mean, var, eps = bn_params(bn)
-    factor = gamma * tf.math.rsqrt(var + eps)
-    b = bias if bias is not None else tf.zeros_like(mean)
-    return scale_output_channels(kernel, factor, kind), beta + (b - mean) * factor
+    """Kernel and bias with BN's frozen statistics folded in (`tfquant.core.bn_folding`)."""
+    return fold_affine(kernel, bias, *bn_affine(*bn_params(bn)), layout=_layout(kind))
 
 
 def batch_fold(kernel, bias: Optional[tf.Tensor], bn, kind: str, batch_mean, batch_var):
@@ -64,7 +56,7 @@ def batch_fold(kernel, bias: Optional[tf.Tensor], bn, kind: str, batch_mean, bat
     sigma = tf.sqrt(var + eps)
     sigma_b = tf.sqrt(batch_var + eps)
     b = bias if bias is not None else tf.zeros_like(batch_mean)
-    kernel_fold = scale_output_channels(kernel, gamma / sigma, kind)
+    kernel_fold = scale_output_channels(kernel, gamma / sigma, _layout(kind))
     correction = sigma / sigma_b
     bias_fold = beta + (b - batch_mean) * gamma / sigma_b
     return kernel_fold, correction, bias_fold

@@ -38,7 +38,7 @@ from tfquant.core import (
     quant_scale,
     quantized_linear,
 )
-from tfquant.core.op_rules import FUSED_ACTIVATIONS, apply_fused_activation
+from tfquant.core.op_rules import FUSED_ACTIVATIONS, linear_forward, linear_pre_activation
 from tfquant.errors import SpecError
 from tfquant.keras.distribute import global_moments
 from tfquant.keras.layers import bn_folding
@@ -249,12 +249,9 @@ class QuantConv(QuantLayer):
 
     def _fake_forward(self, op, x, kernel, bias, in_range, spec, depthwise, correction=None):
         lo, hi = kernel_range(kernel, depthwise, spec.per_channel)
-        y = op(x, fake_quant_kernel(kernel, lo, hi, spec, depthwise))
-        if correction is not None:
-            y = y * correction
-        if bias is not None:
-            y = y + fake_quant_bias(bias, quant_scale(*in_range, ACT), quant_scale(lo, hi, spec))
-        return apply_fused_activation(self.activation, y)
+        bias_q = None if bias is None else fake_quant_bias(bias, quant_scale(*in_range, ACT), quant_scale(lo, hi, spec))
+        return linear_forward(op, x, fake_quant_kernel(kernel, lo, hi, spec, depthwise), bias_q, self.activation,
+                              correction)
 
     def _depthwise_stage(self, x, in_range, training):
         """SeparableConv2D's depthwise op onto its own (mid) grid."""
@@ -273,18 +270,13 @@ class QuantConv(QuantLayer):
         if self.kind == "separable":
             x = self.mid_quantizer(self._depthwise_op()(x, _t(self.layer.depthwise_kernel)))
         kernel, bias = self.folded_weights()
-        y = self._op()(x, kernel)
-        if bias is not None:
-            y = y + bias
-        return apply_fused_activation(self.activation, y)
+        return linear_forward(self._op(), x, kernel, bias, self.activation)
 
     def _batch_stats_forward(self, op, x, in_range, spec, depthwise):
         kernel, bias = self._raw_weights()
 
         def batch_branch():
-            raw = op(x, self._prepare(kernel))
-            if bias is not None:
-                raw = raw + bias
+            raw = linear_pre_activation(op, x, self._prepare(kernel), bias)
             axes = list(range(raw.shape.rank - 1))
             mean_b, var_b = global_moments(raw, axes)
             k_fold, correction, b_fold = bn_folding.batch_fold(kernel, bias, self.bn, self.kind, mean_b, var_b)

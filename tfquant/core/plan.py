@@ -1,0 +1,253 @@
+"""`QuantPlan`: every quantized tensor of a model, its grid, its range and its precision.
+
+One class for both routes: `tfquant.ptq` returns it as `result.plan`, and
+`tfquant.keras.plan_of(qmodel)` reads it off a QAT model's live quantizers. Read it, save it,
+edit it, and export from it:
+
+    >>> plan = result.plan
+    >>> print(plan.table())                       # one row per quantizer and per weight tensor
+    >>> plan.save("plan.json"); plan = QuantPlan.load("plan.json")
+    >>> plan.set_range("q17", -4.0, 4.0)          # one activation grid
+    >>> tfquant.to_tflite(result, "edited.tflite", plan=plan)
+
+Activation quantizers have an id (PTQ: "q<n>"; QAT: "<layer>/<quantizer>"); `qid` maps each float
+tensor to its id, and the tensors of one id share one (scale, zero point) (concat, pooling,
+reshape, pad... keep their input's grid). `owners` are the tensors whose producer writes the grid;
+`fixed` ids carry a range TFLite imposes (softmax, logistic, tanh). Weight entries are keyed by
+the layer (or IR node) that holds the kernel: their spec, and their (min, max) per channel.
+`derived` weight entries (QAT: last-value ranges recomputed from the weights at every step) are
+shown but cannot be edited.
+
+Precision is "int8" for every entry today; the field is there for float and int16 entries.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from tfquant.core.spec import QuantSpec
+from tfquant.errors import ExportError, SpecError
+from tfquant.io_utils import write_bytes_atomic
+
+PRECISIONS = ("int8",)
+ACTIVATION_SPEC = QuantSpec.activation()
+FORMAT = "tfquant.QuantPlan/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanEntry:
+    """One row of a plan: a quantizer (activation) or a weight tensor."""
+
+    name: str
+    kind: str                      # "activation" or "weight"
+    spec: QuantSpec
+    min: Any                       # float, or a vector per channel
+    max: Any
+    precision: str = "int8"
+    fixed: bool = False            # a range TFLite imposes
+    derived: bool = False          # recomputed from the weights (QAT), not editable
+    tensors: tuple[str, ...] = ()  # the float tensors on this grid (activations)
+
+
+def _encode(x) -> Any:
+    """Ranges keep their numpy dtype through JSON, so a round trip rebuilds identical bytes."""
+    if x is None:
+        return None
+    if isinstance(x, (np.ndarray, np.generic)):
+        a = np.asarray(x)
+        return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.ravel().tolist()}
+    return float(x)
+
+
+def _decode(x) -> Any:
+    if isinstance(x, dict):
+        return np.asarray(x["data"], dtype=x["dtype"]).reshape(x["shape"])
+    return None if x is None else float(x)
+
+
+@dataclasses.dataclass
+class QuantPlan:
+    """Which quantizer each float tensor uses, with every range and weight grid.
+
+    qid: float tensor -> quantizer id; owners: id -> tensors whose producer writes the grid;
+    fixed: id -> TFLite's fixed range; ranges: id -> (min, max), set by calibration;
+    weight_specs / weight_ranges: weight name -> kernel QuantSpec / (min, max) per channel;
+    derived: weight names whose range is recomputed from the weights (QAT);
+    precision: entry name -> "int8" (entries not listed are int8).
+    """
+
+    qid: dict[str, str]
+    owners: dict[str, list[str]]
+    fixed: dict[str, tuple[float, float]]
+    ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    weight_specs: dict[str, QuantSpec] = dataclasses.field(default_factory=dict)
+    weight_ranges: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+    derived: set = dataclasses.field(default_factory=set)
+    precision: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    # ---- lookups used by the emitters ----------------------------------------------------
+    def range_of(self, tensor_ref: str) -> tuple[float, float]:
+        q = self.qid.get(tensor_ref)
+        if q is None:
+            raise ExportError(f"Tensor {tensor_ref!r} has no quantizer.")
+        if q in self.fixed:
+            return self.fixed[q]
+        if q not in self.ranges:
+            raise ExportError(f"Quantizer {q!r} (tensor {tensor_ref!r}) has no range: calibrate first.")
+        return self.ranges[q]
+
+    def calibrated_ids(self) -> list[str]:
+        """Quantizer ids whose range must be set (not fixed), in graph order."""
+        seen = []
+        for q in self.owners:
+            if q not in self.fixed and q not in seen:
+                seen.append(q)
+        return seen
+
+    def is_owner(self, tensor_ref: str) -> bool:
+        q = self.qid.get(tensor_ref)
+        return q is not None and tensor_ref in self.owners.get(q, [])
+
+    def copy(self) -> "QuantPlan":
+        return QuantPlan(dict(self.qid), {k: list(v) for k, v in self.owners.items()}, dict(self.fixed),
+                         dict(self.ranges), dict(self.weight_specs),
+                         {k: (np.array(a), np.array(b)) for k, (a, b) in self.weight_ranges.items()},
+                         set(self.derived), dict(self.precision))
+
+    # ---- entries ---------------------------------------------------------------------------
+    def entries(self) -> list[PlanEntry]:
+        """Every activation quantizer (graph order), then every weight tensor."""
+        tensors: dict[str, list[str]] = {}
+        for t, q in self.qid.items():
+            tensors.setdefault(q, []).append(t)
+        rows = []
+        for q in self.owners:
+            lo, hi = self.fixed.get(q) or self.ranges.get(q, (None, None))
+            rows.append(PlanEntry(q, "activation", ACTIVATION_SPEC, lo, hi, self.precision.get(q, "int8"),
+                                  fixed=q in self.fixed, tensors=tuple(tensors.get(q, ()))))
+        for name, spec in self.weight_specs.items():
+            lo, hi = self.weight_ranges.get(name, (None, None))
+            rows.append(PlanEntry(name, "weight", spec, lo, hi, self.precision.get(name, "int8"),
+                                  derived=name in self.derived))
+        return rows
+
+    def __getitem__(self, name: str) -> PlanEntry:
+        for e in self.entries():
+            if e.name == name:
+                return e
+        raise KeyError(f"The plan has no entry {name!r}; see plan.table() for its entries.")
+
+    def quantizer_of(self, tensor: str) -> str:
+        """The quantizer id of a float tensor (its ref, e.g. "dense_1/BiasAdd:0")."""
+        if tensor not in self.qid:
+            raise KeyError(f"Tensor {tensor!r} has no quantizer in this plan.")
+        return self.qid[tensor]
+
+    def set_range(self, name: str, rmin: float, rmax: float) -> None:
+        """Set the range of one activation quantizer (by id, or by one of its tensors)."""
+        q = self.qid.get(name, name)
+        if q not in self.owners:
+            raise KeyError(f"The plan has no activation quantizer {name!r}; see plan.table().")
+        if q in self.fixed:
+            raise SpecError(f"Quantizer {q!r} has TFLite's fixed range {self.fixed[q]}: it cannot be edited.")
+        rmin, rmax = float(rmin), float(rmax)
+        if not (np.isfinite(rmin) and np.isfinite(rmax) and rmin < rmax):
+            raise SpecError(f"Range ({rmin}, {rmax}) for {q!r} must be finite with min < max.")
+        self.ranges[q] = (rmin, rmax)
+
+    def set_weight_range(self, name: str, rmin, rmax) -> None:
+        """Set the (per-channel) range of one weight tensor."""
+        if name not in self.weight_specs:
+            raise KeyError(f"The plan has no weight entry {name!r}; see plan.table().")
+        if name in self.derived:
+            raise SpecError(f"The range of {name!r} is recomputed from its weights (QAT last-value): edit "
+                            "the weights, not the plan.")
+        old_lo, old_hi = self.weight_ranges[name]
+        lo = np.asarray(rmin, dtype=np.asarray(old_lo).dtype) * np.ones_like(old_lo)
+        hi = np.asarray(rmax, dtype=np.asarray(old_hi).dtype) * np.ones_like(old_hi)
+        self.weight_ranges[name] = (lo, hi)
+
+    def table(self) -> str:
+        """One line per entry: name, kind, precision, grid, range, tensors."""
+        lines = [f"{'entry':<36} {'kind':<10} {'prec':<5} {'grid':<22} {'range':<30} tensors"]
+        for e in self.entries():
+            s = e.spec
+            grid = (f"{s.bits}b {'sym' if s.symmetric else 'asym'}"
+                    f"{' per-ch' if s.per_channel else ''}")
+            if e.min is None:
+                rng = "(not set)"
+            elif np.ndim(e.min):
+                rng = f"{np.size(e.min)} ch, |max| <= {float(np.max(np.maximum(-np.asarray(e.min), e.max))):.4g}"
+            else:
+                rng = f"[{float(e.min):.4g}, {float(e.max):.4g}]"
+            flags = " fixed" if e.fixed else (" derived" if e.derived else "")
+            shown = ", ".join(e.tensors[:3]) + (f" +{len(e.tensors) - 3}" if len(e.tensors) > 3 else "")
+            lines.append(f"{e.name[-36:]:<36} {e.kind:<10} {e.precision:<5} {grid + flags:<22} {rng:<30} {shown}")
+        return "\n".join(lines)
+
+    # ---- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "qid": self.qid,
+            "owners": self.owners,
+            "fixed": {q: [_encode(a), _encode(b)] for q, (a, b) in self.fixed.items()},
+            "ranges": {q: [_encode(a), _encode(b)] for q, (a, b) in self.ranges.items()},
+            "weight_specs": {n: s.get_config() for n, s in self.weight_specs.items()},
+            "weight_ranges": {n: [_encode(a), _encode(b)] for n, (a, b) in self.weight_ranges.items()},
+            "derived": sorted(self.derived),
+            "precision": self.precision,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantPlan":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise SpecError(f"Not a tfquant plan (expected \"format\": {FORMAT!r}).")
+        pair = lambda v: (_decode(v[0]), _decode(v[1]))  # noqa: E731
+        plan = cls(qid=dict(d["qid"]), owners={k: list(v) for k, v in d["owners"].items()},
+                   fixed={q: pair(v) for q, v in d["fixed"].items()},
+                   ranges={q: pair(v) for q, v in d["ranges"].items()},
+                   weight_specs={n: QuantSpec.from_config(c) for n, c in d["weight_specs"].items()},
+                   weight_ranges={n: pair(v) for n, v in d["weight_ranges"].items()},
+                   derived=set(d.get("derived", ())), precision=dict(d.get("precision", {})))
+        bad = {n: p for n, p in plan.precision.items() if p not in PRECISIONS}
+        if bad:
+            raise SpecError(f"Unsupported precision in plan: {bad}; supported: {PRECISIONS}.")
+        return plan
+
+    def to_json(self, indent: Optional[int] = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "QuantPlan":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"The plan is not valid JSON: {e}.") from None
+        return cls.from_dict(d)
+
+    def save(self, path: Union[str, os.PathLike]) -> str:
+        """Write the plan as JSON (atomically)."""
+        return write_bytes_atomic(path, self.to_json().encode())
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "QuantPlan":
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise SpecError(f"Cannot read plan {os.fspath(path)!r}: {e.strerror}.") from None
+        return cls.from_json(text)
+
+    def check_matches(self, other: "QuantPlan") -> None:
+        """Raise if `other` has different quantizers or weight entries (a plan of another model)."""
+        for what, a, b in (("quantizers", set(self.owners), set(other.owners)),
+                           ("weight entries", set(self.weight_specs), set(other.weight_specs))):
+            if a != b:
+                extra, missing = sorted(b - a)[:3], sorted(a - b)[:3]
+                raise SpecError(f"The plan does not belong to this model: {what} differ "
+                                f"(unknown {extra}, missing {missing}).")

@@ -1,0 +1,110 @@
+"""The `QuantPlan` of a QAT model: its live quantizers read as one plan, and a plan written back.
+
+    >>> plan = tfquant.keras.plan_of(qmodel)     # snapshot of every range and weight grid
+    >>> print(plan.table())
+    >>> plan.save("plan.json")
+    >>> tfquant.keras.apply_plan(qmodel, tfquant.QuantPlan.load("plan.json"))   # ranges back
+    >>> tfquant.to_tflite(qmodel, "m.tflite", plan=plan)   # export with the plan, model unchanged
+
+Activation quantizers are named "<layer>/<quantizer>" (e.g. "conv1/output"); a tensor's entry is
+its producing layer's output ("conv1:0"), and a layer that writes onto a concatenation's grid maps
+to the concatenation's quantizer. Weight entries ("<layer>/kernel") are `derived`: QAT recomputes
+their last-value range from the weights at every step.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfquant.core import QuantPlan, kernel_range
+from tfquant.errors import SpecError
+from tfquant.keras.errors import WiringError
+from tfquant.keras.layers import QuantConv, QuantLayer
+from tfquant.keras.quantizers import ActivationQuantizer, FixedQuantizer
+
+
+def _quant_layers(qmodel) -> list[QuantLayer]:
+    if not isinstance(qmodel, keras.Model):
+        raise SpecError(f"plan_of needs a Keras model from tfquant.quantize_model, got {type(qmodel).__name__}.")
+    layers = [la for la in qmodel._flatten_layers(include_self=False) if isinstance(la, QuantLayer)]
+    if not layers:
+        raise SpecError(f"Model {qmodel.name!r} has no tfquant layers: quantize it with tfquant.quantize_model first.")
+    return layers
+
+
+def _quantizer_id(layer: QuantLayer, name: str) -> str:
+    return f"{layer.name}/{name}"
+
+
+def _weight_entries(layer: QuantConv):
+    """(name, spec, (lo, hi)) of each kernel of a QuantConv, as its forward pass computes them."""
+    kernel, _ = layer.folded_weights()
+    spec = layer.weight_spec
+    yield f"{layer.name}/kernel", spec, kernel_range(kernel, layer.kind == "depthwise", spec.per_channel)
+    if layer.kind == "separable":
+        dspec = layer._depthwise_spec()
+        yield (f"{layer.name}/depthwise_kernel", dspec,
+               kernel_range(tf.convert_to_tensor(layer.layer.depthwise_kernel), True, dspec.per_channel))
+
+
+def plan_of(qmodel: keras.Model) -> QuantPlan:
+    """The QuantPlan of a model `tfquant.quantize_model` built: ranges as they are now."""
+    plan = QuantPlan(qid={}, owners={}, fixed={})
+    layers = _quant_layers(qmodel)
+    ids = {}
+    for layer in layers:
+        for name, q in layer.quantizers().items():
+            qid = ids[id(q)] = _quantizer_id(layer, name)
+            plan.owners[qid] = [qid]
+            plan.qid[qid] = qid
+            if isinstance(q, FixedQuantizer):
+                plan.fixed[qid] = q.range()
+            elif isinstance(q, ActivationQuantizer) and q.is_initialized():
+                lo, hi = q.range()
+                plan.ranges[qid] = (float(lo.numpy()), float(hi.numpy()))
+    for layer in layers:
+        try:
+            out = layer.output_quantizer()
+        except WiringError:          # a concat's producer not wired to one: no grid of its own
+            out = None
+        if out is not None and id(out) in ids:
+            plan.qid[f"{layer.name}:0"] = ids[id(out)]
+        if isinstance(layer, QuantConv):
+            for wname, spec, (lo, hi) in _weight_entries(layer):
+                plan.weight_specs[wname] = spec
+                plan.weight_ranges[wname] = (np.asarray(lo), np.asarray(hi))
+                plan.derived.add(wname)
+    return plan
+
+
+def apply_plan(qmodel: keras.Model, plan: QuantPlan) -> None:
+    """Write the plan's activation ranges into the model's quantizers (weights are untouched:
+    their grids follow the weights)."""
+    plan.check_matches(plan_of(qmodel))
+    for layer in _quant_layers(qmodel):
+        for name, q in layer.quantizers().items():
+            qid = _quantizer_id(layer, name)
+            if isinstance(q, ActivationQuantizer) and qid in plan.ranges:
+                q.set_range(*plan.ranges[qid])
+
+
+@contextlib.contextmanager
+def plan_applied(qmodel: keras.Model, plan: QuantPlan) -> Iterator[keras.Model]:
+    """Apply `plan` for the duration of the block, then put the model's own ranges back."""
+    saved = {}
+    for layer in _quant_layers(qmodel):
+        for q in layer.quantizers().values():
+            if isinstance(q, ActivationQuantizer):
+                saved[id(q)] = (q, [v.numpy() for v in (q.min, q.max, q.initialized)])
+    apply_plan(qmodel, plan)
+    try:
+        yield qmodel
+    finally:
+        for q, (lo, hi, init) in saved.values():
+            q.min.assign(lo)
+            q.max.assign(hi)
+            q.initialized.assign(init)
