@@ -77,11 +77,12 @@ def _compile(model, lr: float):
 
 
 def tfquant_qat(model, x_train, y_train, x_test, weight_bits: int, epochs: int, quick: bool,
-                lr: float = 1e-4, fidelity_n: int = 1000) -> RouteResult:
+                lr: float = 1e-4, fidelity_n: int = 1000, from_ptq=None) -> RouteResult:
     """The same protocol as the TFMOT peer (benchmarks/peers/_tfmot_worker.py): from the float
     weights, QAT with model.fit for `epochs` (Adam at `lr`, no augmentation), converter export,
     fidelity of the Keras model vs its own flatbuffer on `fidelity_n` test images (reference
-    kernels), and the median training step time against a float copy of the network."""
+    kernels), and the median training step time against a float copy of the network.
+    `from_ptq`: a tfquant.ptq result of `model` to start from (`tfquant.keras.init_from_ptq`)."""
     import keras
 
     from benchmarks.harness import timed
@@ -96,7 +97,10 @@ def tfquant_qat(model, x_train, y_train, x_test, weight_bits: int, epochs: int, 
     def quantize_and_train():
         keras.utils.set_random_seed(0)
         qmodel = tfquant.quantize_model(model, tfquant.QATConfig(weight_bits=weight_bits))
-        tfquant.calibrate(qmodel, x_train[:512], batch_size=BATCH_SIZE)
+        if from_ptq is not None:      # PTQ's transformed weights and ranges, the rest calibrated
+            tfquant.keras.init_from_ptq(qmodel, from_ptq, calibration=x_train[:512], batch_size=BATCH_SIZE)
+        else:
+            tfquant.calibrate(qmodel, x_train[:512], batch_size=BATCH_SIZE)
         _compile(qmodel, lr)
         qmodel.fit(x_fit, y_fit, batch_size=BATCH_SIZE, epochs=epochs, shuffle=True, verbose=0)
         return qmodel, tfquant.to_tflite(qmodel)

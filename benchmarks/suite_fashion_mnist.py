@@ -6,6 +6,8 @@ import tempfile
 
 import numpy as np
 
+import tfquant
+
 from benchmarks import harness, routes
 from benchmarks.harness import NotBuilt, Row
 
@@ -50,10 +52,13 @@ def run(quick: bool):
     rows.append(measure(f"TFMOT 0.8.1 QAT W8A8 ({epochs} epoch, tf_keras)", tfmot_tflite, secs,
                         exact=peer["exact"], within_one=peer["within_one"],
                         step_time_ratio=peer.get("step_time_ratio")))
-    for name, bits in (("tfquant QAT W8A8", 8), ("tfquant QAT W4A8", 4)):
+    ptq_result, secs = harness.timed(tfquant.ptq, model, cal, progress=False)
+    rows.append(measure("tfquant PTQ (default pipeline)", ptq_result.to_tflite(), secs))
+    for name, bits, init in (("tfquant QAT W8A8", 8, None), ("tfquant PTQ -> QAT W8A8", 8, ptq_result),
+                             ("tfquant QAT W4A8", 4, None)):
         try:
             result = routes.tfquant_qat(model, x_train, y_train, x_test, weight_bits=bits,
-                                        epochs=epochs, quick=quick)
+                                        epochs=epochs, quick=quick, from_ptq=init)
         except NotBuilt as e:
             rows.append(Row(route=name, note=f"not built ({e})"))
             continue
@@ -68,7 +73,8 @@ def run(quick: bool):
     n_test = len(y_test)
     text = (f"## Fashion-MNIST, MobileNet-style network\n\n"
             f"Depthwise-separable convs + BN + ReLU6, a residual add, global pool, dense; trained in "
-            f"float once and cached; QAT starts from those weights. Accuracy on {n_test} test images, "
+            f"float once and cached; QAT starts from those weights (PTQ -> QAT: from tfquant.ptq's "
+            f"result on 256 calibration images, `tfquant.keras.init_from_ptq`). Accuracy on {n_test} test images, "
             f"in the TFLite interpreter. Fidelity for QAT routes: each tool's own Keras model vs its own "
             f"flatbuffer.\n\n{table}\n\n![accuracy](benchmarks/plots/fashion_mnist_accuracy.png)\n")
     return rows, text

@@ -142,3 +142,34 @@ def test_plan_errors(ptq_result, qat, tmp_path):
     name = next(n for n in tfquant.keras.plan_of(qat.qmodel).derived)
     with pytest.raises(SpecError, match="recomputed from its weights"):
         tfquant.keras.plan_of(qat.qmodel).set_weight_range(name, -1.0, 1.0)
+
+
+def test_ptq_mixed_precision_float_tensor(ptq_result):
+    plan = ptq_result.plan.copy()
+    dw = [n for n in ptq_result.graph.linear_nodes() if n.type == "depthwise"][0]
+    assert plan.set_precision(dw.output(), "float") == [plan.quantizer_of(dw.output())]
+    assert plan.non_int8() == [plan.quantizer_of(dw.output())]
+    data = tfquant.to_tflite(ptq_result, plan=plan)
+    report = tfquant.inspect(data)
+    float_ops = [o.op for o in report.ops if o.is_float and o.op not in ("QUANTIZE", "DEQUANTIZE")]
+    assert float_ops == ["DEPTHWISE_CONV_2D", "CONV_2D"]      # the producer and its consumer, nothing else
+    assert [o.op for o in report.float_ops if o.op not in ("QUANTIZE", "DEQUANTIZE")] == float_ops
+    x = ptq_models.data(16, seed=2)
+    assert tfquant.verify(data, ptq_result, x, plan=plan, kernels=("reference",)).exact_fraction == 1.0
+    # JSON keeps the precision; int8 again gives the original bytes back
+    loaded = QuantPlan.from_json(plan.to_json())
+    assert loaded.precision == plan.precision
+    loaded.set_precision("*", "int8")
+    assert tfquant.to_tflite(ptq_result, plan=loaded) == ptq_result.to_tflite()
+
+
+def test_ptq_float_weights_alone_are_refused(ptq_result):
+    plan = ptq_result.plan.copy()
+    name = ptq_result.graph.linear_nodes()[-1].name
+    plan.set_precision(name, "float")
+    with pytest.raises(tfquant.ExportError, match="float weights between int8 tensors"):
+        tfquant.to_tflite(ptq_result, plan=plan)
+    with pytest.raises(SpecError, match="precision must be one of"):
+        plan.set_precision(name, "int4")
+    with pytest.raises(KeyError, match="No plan entry"):
+        plan.set_precision("no/such/*", "float")

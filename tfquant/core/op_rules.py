@@ -39,12 +39,33 @@ FIXED_OUTPUT_RANGES: dict[str, tuple[float, float]] = {
 FIXED_RANGE_TF_OPS: dict[str, tuple[float, float]] = {
     "Softmax": SOFTMAX_RANGE, "Sigmoid": LOGISTIC_RANGE, "Tanh": TANH_RANGE}
 
-# TF ops that only move values around: their output stays on the input's integer grid.
-SAME_SCALE_TF_OPS = frozenset({
-    "Squeeze", "ExpandDims", "Transpose", "StridedSlice", "Slice", "SpaceToDepth", "DepthToSpace",
-    "SpaceToBatchND", "BatchToSpaceND", "Reshape", "Identity", "MaxPool", "Pad", "PadV2",
-    "GatherV2", "Tile", "Split", "SplitV", "Unpack", "Pack",
+# TFLite ops whose int8 output must keep its input's scale and zero point (TFLite's quantization
+# spec: "inputs and outputs must all have the same scale / zero point"). QAT (Keras layers) and
+# PTQ (TF ops, IR types) name the TFLite op each of theirs becomes; `keeps_input_grid` decides.
+SAME_SCALE_OPS = frozenset({
+    "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "SPACE_TO_DEPTH",
+    "DEPTH_TO_SPACE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+    "PAD", "PADV2", "GATHER", "TILE", "SPLIT", "SPLIT_V", "UNPACK", "PACK", "CONCATENATION",
+    "REDUCE_MAX", "MAX_POOL_3D",
 })
+NO_OP = None    # a layer or TF op that leaves no op on the device (identity, dropout)
+
+
+def keeps_input_grid(tflite_op: Optional[str]) -> bool:
+    """Whether a tensor made by `tflite_op` (or by no op at all) stays on its input's grid."""
+    return tflite_op is NO_OP or tflite_op in SAME_SCALE_OPS
+
+
+# TF op -> the TFLite op the converter makes of it, for the ops that keep their input's grid.
+SAME_SCALE_TF_TO_TFLITE: dict[str, Optional[str]] = {
+    "Squeeze": "SQUEEZE", "ExpandDims": "EXPAND_DIMS", "Transpose": "TRANSPOSE", "StridedSlice": "STRIDED_SLICE",
+    "Slice": "SLICE", "SpaceToDepth": "SPACE_TO_DEPTH", "DepthToSpace": "DEPTH_TO_SPACE",
+    "SpaceToBatchND": "SPACE_TO_BATCH_ND", "BatchToSpaceND": "BATCH_TO_SPACE_ND", "Reshape": "RESHAPE",
+    "Identity": NO_OP, "MaxPool": "MAX_POOL_2D", "Pad": "PAD", "PadV2": "PADV2", "GatherV2": "GATHER",
+    "Tile": "TILE", "Split": "SPLIT", "SplitV": "SPLIT_V", "Unpack": "UNPACK", "Pack": "PACK",
+}
+# TF ops that only move values around: their output stays on the input's integer grid.
+SAME_SCALE_TF_OPS = frozenset(tf_op for tf_op, op in SAME_SCALE_TF_TO_TFLITE.items() if keeps_input_grid(op))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,11 +18,17 @@ the layer (or IR node) that holds the kernel: their spec, and their (min, max) p
 `derived` weight entries (QAT: last-value ranges recomputed from the weights at every step) are
 shown but cannot be edited.
 
-Precision is "int8" for every entry today; the field is there for float and int16 entries.
+Precision: "int8" (default) or "float". A float activation entry leaves its tensors in float: the
+ops producing and consuming them run in float (the converter puts DEQUANTIZE / QUANTIZE around
+them); a float weight entry runs its layer in float. Mixed precision is a plan edit:
+
+    >>> plan.set_precision("q17", "float")                 # one quantizer (or a tensor, a pattern)
+    >>> plan.set_precision("*/dw_1/*", "float")            # every entry or tensor matching
 """
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import os
 from typing import Any, Optional, Union
@@ -33,7 +39,7 @@ from tfquant.core.spec import QuantSpec
 from tfquant.errors import ExportError, SpecError
 from tfquant.io_utils import write_bytes_atomic
 
-PRECISIONS = ("int8",)
+PRECISIONS = ("int8", "float")
 ACTIVATION_SPEC = QuantSpec.activation()
 FORMAT = "tfquant.QuantPlan/1"
 
@@ -111,6 +117,39 @@ class QuantPlan:
     def is_owner(self, tensor_ref: str) -> bool:
         q = self.qid.get(tensor_ref)
         return q is not None and tensor_ref in self.owners.get(q, [])
+
+    def is_quantized(self, tensor_ref: str) -> bool:
+        """Whether a float tensor is int8: it has a quantizer, and that quantizer is not float."""
+        q = self.qid.get(tensor_ref)
+        return q is not None and self.precision.get(q, "int8") != "float"
+
+    def weights_quantized(self, name: str) -> bool:
+        return name in self.weight_specs and self.precision.get(name, "int8") != "float"
+
+    def non_int8(self) -> list[str]:
+        """Entries whose precision is not int8."""
+        return [n for n, p in self.precision.items() if p != "int8"]
+
+    def set_precision(self, names, precision: str) -> list[str]:
+        """Set the precision of entries, by id / weight name, by tensor, or by fnmatch pattern
+        (matched against entry names and tensor names). Returns the entries changed."""
+        if precision not in PRECISIONS:
+            raise SpecError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        names = [names] if isinstance(names, str) else list(names)
+        entries = list(self.owners) + list(self.weight_specs)
+        hit: list[str] = []
+        for pattern in names:
+            found = [e for e in entries if fnmatch.fnmatchcase(e, pattern)]
+            found += [q for t, q in self.qid.items() if fnmatch.fnmatchcase(t, pattern)]
+            if not found:
+                raise KeyError(f"No plan entry or tensor matches {pattern!r}; see plan.table().")
+            hit += [e for e in found if e not in hit]
+        for e in hit:
+            if precision == "int8":
+                self.precision.pop(e, None)
+            else:
+                self.precision[e] = precision
+        return hit
 
     def copy(self) -> "QuantPlan":
         return QuantPlan(dict(self.qid), {k: list(v) for k, v in self.owners.items()}, dict(self.fixed),

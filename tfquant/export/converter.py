@@ -182,6 +182,9 @@ def to_tflite(graph: Exportable, path: Optional[Union[str, os.PathLike]] = None,
     one the converter rejects.
     """
     with with_plan(graph, plan) as graph:   # the plan's ranges are read when the graph is frozen
+        problems = graph.export_problems() if is_ptq_result(graph) else []
+        if problems:
+            raise ExportError("The plan cannot be exported as asked: " + "; ".join(problems))
         fn, low_bit = _checked_frozen_function(graph)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

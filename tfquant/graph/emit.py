@@ -214,10 +214,18 @@ class Emitter:
         self._generic = _Generic(graph)
 
     # ---- helpers ----------------------------------------------------------------------
+    def _q(self, tensor_ref: str) -> bool:
+        """Whether `tensor_ref` is int8 here: quant mode, and the plan keeps it int8."""
+        return self.mode == "quant" and self.plan.is_quantized(tensor_ref)
+
+    def _int8(self, node: Node, *tensor_refs: str) -> bool:
+        """Whether `node` runs as an int8 op: its inputs and output are int8 tensors."""
+        return all(self._q(r) for r in (*tensor_refs, node.output()))
+
     def _fq_out(self, node: Node, value, index: int = 0):
         """FakeQuant a node's output onto its quantizer when the node owns it (quant mode)."""
         r = ref(node.name, index)
-        if self.mode != "quant" or not self.plan.is_owner(r):
+        if not self._q(r) or not self.plan.is_owner(r):
             return value
         return fake_quant(value, *self.plan.range_of(r), ACT_SPEC)
 
@@ -227,10 +235,9 @@ class Emitter:
     # ---- the ops ----------------------------------------------------------------------
     def run_node(self, node: Node, values: Sequence) -> list:
         t = node.type
-        quant = self.mode == "quant"
         if t == "input":
             x = values[0]
-            if quant and self.plan.is_owner(node.output()):
+            if self._q(node.output()) and self.plan.is_owner(node.output()):
                 return [quantized_input(x, input_range=self.plan.range_of(node.output()))]
             return [x]
         if t == "const":
@@ -239,12 +246,12 @@ class Emitter:
             return [self._linear(node, values[0])]
         if t == "add":
             a, b = values
-            if quant:
+            if self._int8(node, *node.inputs):
                 return [quantized_add(a, b, a_range=self.plan.range_of(node.inputs[0]),
                                       b_range=self.plan.range_of(node.inputs[1]),
                                       output_range=self.plan.range_of(node.output()),
                                       activation=node.activation)]
-            return [apply_fused_activation(node.activation, a + b)]
+            return [self._fq_out(node, apply_fused_activation(node.activation, a + b))]
         if t == "affine":
             y = values[0] * node.weights["scale"] + node.weights["offset"]
             return [self._fq_out(node, y)]
@@ -259,17 +266,17 @@ class Emitter:
             return [tf.nn.max_pool2d(values[0], a["ksize"][1:3], a["strides"][1:3], a["padding"])]
         if t == "avg_pool":
             a = node.attrs
-            if quant:
+            if self._q(node.inputs[0]):
                 return [quantized_avg_pool(values[0], tuple(a["ksize"][1:3]), tuple(a["strides"][1:3]),
                                            a["padding"], input_range=self.plan.range_of(node.inputs[0]))]
             return [tf.nn.avg_pool2d(values[0], a["ksize"][1:3], a["strides"][1:3], a["padding"])]
         if t == "mean":
             a = node.attrs
-            if quant:
+            if self._int8(node, node.inputs[0]):
                 return [quantized_mean(values[0], a["axes"], input_range=self.plan.range_of(node.inputs[0]),
                                        output_range=self.plan.range_of(node.output()),
                                        keepdims=a["keep_dims"])]
-            return [tf.reduce_mean(values[0], axis=a["axes"], keepdims=a["keep_dims"])]
+            return [self._fq_out(node, tf.reduce_mean(values[0], axis=a["axes"], keepdims=a["keep_dims"]))]
         if t == "concat":
             return [tf.concat(list(values), axis=node.attrs["axis"])]
         if t == "reshape":
@@ -277,11 +284,11 @@ class Emitter:
         if t == "identity":
             return [tf.identity(values[0])]
         if t == "softmax":
-            if quant:
+            if self._int8(node, node.inputs[0]):
                 return [quantized_softmax(values[0], input_range=self.plan.range_of(node.inputs[0]))]
             return [tf.nn.softmax(values[0])]
         table_op = lookup_table_op(tf_op=node.tf_type) if t == "passthrough" else None
-        if quant and table_op is not None and node.inputs[0] in self.plan.qid and self.plan.is_owner(node.output()):
+        if table_op is not None and self._int8(node, node.inputs[0]) and self.plan.is_owner(node.output()):
             return [quantized_lookup_table(values[0], table_op, input_range=self.plan.range_of(node.inputs[0]),
                                            output_range=self.plan.range_of(node.output()))]
         outs = self._generic(node, list(values))
@@ -291,7 +298,8 @@ class Emitter:
         op = linear_op(node)
         kernel = tf.constant(node.kernel)
         bias = node.bias
-        if self.mode == "quant":
+        weights_q = self.mode != "float" and self.plan.weights_quantized(node.name)
+        if weights_q and self._int8(node, node.inputs[0]):
             lo, hi = self.weight_range(node)
             return quantized_linear(
                 op, x, kernel, None if bias is None else tf.constant(bias),
@@ -300,13 +308,13 @@ class Emitter:
                 kernel_spec=self.plan.weight_specs[node.name], activation=node.activation,
                 depthwise=node.type == "depthwise", fully_connected=node.type == "matmul",
                 kernel_range_=(lo, hi))
-        if self.mode == "weights":
+        if self.mode == "weights" and weights_q:
             lo, hi = self.weight_range(node)
             kernel = node_kernel_on_grid(node, kernel, lo, hi, self.plan.weight_specs[node.name])
         y = linear_pre_activation(op, x, kernel, bias)
         if self.keep_pre_activation:
             self.pre_activation[node.name] = y
-        return apply_fused_activation(node.activation, y)
+        return self._fq_out(node, apply_fused_activation(node.activation, y))   # a float op in quant mode
 
     # ---- whole graph ------------------------------------------------------------------
     def run(self, inputs: Sequence, fetch: Optional[Sequence[str]] = None) -> dict:

@@ -35,11 +35,15 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from tfquant.core.bn_folding import bn_affine
+from tfquant.core.op_rules import NO_OP, keeps_input_grid
 
 LINEAR_TYPES = frozenset({"conv2d", "depthwise", "matmul"})
 ACTIVATION_TYPES = frozenset({"relu", "relu6"})
-# Ops whose output shares the input's quantizer (TFLite requires the same scale in and out).
-SAME_SCALE_TYPES = frozenset({"pad", "max_pool", "reshape", "identity", "avg_pool", "concat"})
+# IR type -> the TFLite op it becomes, for the types whose output shares the input's quantizer
+# (`core.op_rules.keeps_input_grid`: TFLite requires the same scale in and out).
+TFLITE_OP_OF_TYPE = {"pad": "PAD", "max_pool": "MAX_POOL_2D", "reshape": "RESHAPE", "identity": NO_OP,
+                     "avg_pool": "AVERAGE_POOL_2D", "concat": "CONCATENATION"}
+SAME_SCALE_TYPES = frozenset(t for t, op in TFLITE_OP_OF_TYPE.items() if keeps_input_grid(op))
 
 
 def ref(name: str, index: int = 0) -> str:

@@ -6,9 +6,10 @@
     >>> tfquant.keras.apply_plan(qmodel, tfquant.QuantPlan.load("plan.json"))   # ranges back
     >>> tfquant.to_tflite(qmodel, "m.tflite", plan=plan)   # export with the plan, model unchanged
 
-Activation quantizers are named "<layer>/<quantizer>" (e.g. "conv1/output"); a tensor's entry is
-its producing layer's output ("conv1:0"), and a layer that writes onto a concatenation's grid maps
-to the concatenation's quantizer. Weight entries ("<layer>/kernel") are `derived`: QAT recomputes
+Activation quantizers are named "<layer>/<quantizer>" (e.g. "conv1/output"); their tensors are
+the layers' outputs ("conv1:0"; a pooling layer's output maps to its input's quantizer, a layer
+that writes onto a concatenation's grid to the concatenation's); fixed grids (softmax, sigmoid,
+tanh) are entries too. Weight entries ("<layer>/kernel") are `derived`: QAT recomputes
 their last-value range from the weights at every step.
 """
 from __future__ import annotations
@@ -51,6 +52,16 @@ def _weight_entries(layer: QuantConv):
                kernel_range(tf.convert_to_tensor(layer.layer.depthwise_kernel), True, dspec.per_channel))
 
 
+def _add_quantizer(plan: QuantPlan, qid: str, q, tensor: str) -> None:
+    plan.owners[qid] = [tensor]
+    plan.qid[tensor] = qid
+    if isinstance(q, FixedQuantizer):
+        plan.fixed[qid] = q.range()
+    elif isinstance(q, ActivationQuantizer) and q.is_initialized():
+        lo, hi = q.range()
+        plan.ranges[qid] = (float(lo.numpy()), float(hi.numpy()))
+
+
 def plan_of(qmodel: keras.Model) -> QuantPlan:
     """The QuantPlan of a model `tfquant.quantize_model` built: ranges as they are now."""
     plan = QuantPlan(qid={}, owners={}, fixed={})
@@ -58,20 +69,17 @@ def plan_of(qmodel: keras.Model) -> QuantPlan:
     ids = {}
     for layer in layers:
         for name, q in layer.quantizers().items():
-            qid = ids[id(q)] = _quantizer_id(layer, name)
-            plan.owners[qid] = [qid]
-            plan.qid[qid] = qid
-            if isinstance(q, FixedQuantizer):
-                plan.fixed[qid] = q.range()
-            elif isinstance(q, ActivationQuantizer) and q.is_initialized():
-                lo, hi = q.range()
-                plan.ranges[qid] = (float(lo.numpy()), float(hi.numpy()))
+            ids[id(q)] = _quantizer_id(layer, name)
+            _add_quantizer(plan, ids[id(q)], q, f"{layer.name}:0" if name == "output" else f"{layer.name}/{name}:0")
     for layer in layers:
         try:
             out = layer.output_quantizer()
         except WiringError:          # a concat's producer not wired to one: no grid of its own
             out = None
-        if out is not None and id(out) in ids:
+        if isinstance(out, FixedQuantizer) and id(out) not in ids:      # softmax, sigmoid, tanh
+            ids[id(out)] = _quantizer_id(layer, "output")
+            _add_quantizer(plan, ids[id(out)], out, f"{layer.name}:0")
+        elif out is not None and id(out) in ids:
             plan.qid[f"{layer.name}:0"] = ids[id(out)]
         if isinstance(layer, QuantConv):
             for wname, spec, (lo, hi) in _weight_entries(layer):

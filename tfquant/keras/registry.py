@@ -15,32 +15,39 @@ from typing import Any, Optional, Sequence
 
 import keras
 
+from tfquant.core.op_rules import NO_OP, SAME_SCALE_OPS, keeps_input_grid
 from tfquant.keras.quantizers import ActivationQuantizer, WeightQuantizer, deserialize, serialize
 
 L = keras.layers
 
-# Layers whose output values lie on their input's integer grid: no new quantizer.
-_PASSTHROUGH: set[type] = {
-    L.Reshape, L.Flatten, L.Permute, L.RepeatVector, L.Identity,
-    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,
-    L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D,
-    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout,
-    L.AlphaDropout, L.ActivityRegularization,
+# Keras layer -> the TFLite op it becomes, for layers whose output values lie on their input's
+# integer grid (`core.op_rules.keeps_input_grid`); NO_OP: nothing on the device.
+_PASSTHROUGH: dict[type, Optional[str]] = {
+    L.Reshape: "RESHAPE", L.Flatten: "RESHAPE", L.Permute: "TRANSPOSE", L.RepeatVector: "TILE", L.Identity: NO_OP,
+    L.MaxPooling1D: "MAX_POOL_2D", L.MaxPooling2D: "MAX_POOL_2D", L.MaxPooling3D: "MAX_POOL_3D",
+    L.GlobalMaxPooling1D: "REDUCE_MAX", L.GlobalMaxPooling2D: "REDUCE_MAX",
+    L.ZeroPadding1D: "PAD", L.ZeroPadding2D: "PAD", L.Cropping1D: "STRIDED_SLICE", L.Cropping2D: "STRIDED_SLICE",
+    L.Dropout: NO_OP, L.SpatialDropout1D: NO_OP, L.SpatialDropout2D: NO_OP, L.GaussianNoise: NO_OP,
+    L.GaussianDropout: NO_OP, L.AlphaDropout: NO_OP, L.ActivityRegularization: NO_OP,
 }
 
 
-def register_passthrough(layer_class: type) -> type:
-    """Declare that `layer_class` only moves values (its outputs stay on its input's grid)."""
+def register_passthrough(layer_class: type, tflite_op: Optional[str] = NO_OP) -> type:
+    """Declare that `layer_class` only moves values (its outputs stay on its input's grid): it
+    becomes `tflite_op` on the device (one of `core.op_rules.SAME_SCALE_OPS`), or no op."""
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
         raise TypeError(f"register_passthrough expects a Keras layer class, got {layer_class!r}.")
-    _PASSTHROUGH.add(layer_class)
+    if not keeps_input_grid(tflite_op):
+        raise ValueError(f"{tflite_op!r} does not keep its input's grid in TFLite; pass-through ops are "
+                         f"{sorted(SAME_SCALE_OPS)} (or None: no op on the device).")
+    _PASSTHROUGH[layer_class] = tflite_op
     return layer_class
 
 
 def is_passthrough(layer) -> bool:
     t = type(layer)
     if t in _PASSTHROUGH:
-        return True
+        return keeps_input_grid(_PASSTHROUGH[t])
     if t is L.Activation:
         return keras.activations.serialize(layer.activation) == "linear"
     return False

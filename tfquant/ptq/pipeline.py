@@ -119,6 +119,16 @@ class PTQResult:
         other._original_model = self._original_model
         return other
 
+    def export_problems(self) -> list[str]:
+        """What the converter would not honour in `plan`: float weights on an op whose input and
+        output are int8 (the converter quantizes such weights itself)."""
+        plan = self.plan
+        return [f"{n.name}: float weights between int8 tensors; keep the layer in float through its "
+                f"output quantizer ({plan.qid.get(n.output())}) instead"
+                for n in self.graph.linear_nodes()
+                if not plan.weights_quantized(n.name) and plan.is_quantized(n.inputs[0])
+                and plan.is_quantized(n.output())]
+
     def __call__(self, *inputs):
         return self.fake_quant(*[tf.convert_to_tensor(x, tf.float32) for x in inputs])
 
