@@ -49,6 +49,26 @@ def calibrating() -> bool:
     return _CALIBRATION.get() is not None
 
 
+# While `bypass(names)` is active, the quantizers (and weight grids) of those names pass values
+# through in float: how the debugger quantizes one layer at a time. Names as in
+# `tfquant.keras.plan_of`: "<layer>/output", "<layer>/mid", "<layer>/kernel".
+_BYPASS: contextvars.ContextVar[frozenset] = contextvars.ContextVar("tfquant_bypass", default=frozenset())
+
+
+@contextlib.contextmanager
+def bypass(names) -> Iterator[None]:
+    """Run the enclosed (eager) calls with the named quantizers in float."""
+    token = _BYPASS.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _BYPASS.reset(token)
+
+
+def bypassed(name: Optional[str]) -> bool:
+    return name is not None and name in _BYPASS.get()
+
+
 def _tensor(v) -> tf.Tensor:
     """A Keras variable (or anything tensor-like) as a tf.Tensor that tfquant.core accepts."""
     return tf.convert_to_tensor(v)
@@ -166,6 +186,8 @@ class ActivationQuantizer:
         if calibrator is not None:
             calibrator.observe(self, x)
             return x
+        if bypassed(self.name):
+            return x
         if training:
             lo, hi = self._update(x)
         else:
@@ -241,9 +263,10 @@ class FixedQuantizer:
         self.lo = float(min)
         self.hi = float(max)
         self.spec = ACTIVATION_SPEC
+        self.name = None
 
     def build(self, layer, name) -> None:
-        pass
+        self.name = f"{layer.name}/{name}"
 
     @property
     def built(self) -> bool:
@@ -256,7 +279,7 @@ class FixedQuantizer:
         return True
 
     def __call__(self, x, training: bool = False):
-        if calibrating():
+        if calibrating() or bypassed(self.name):
             return x
         return fake_quant(x, self.lo, self.hi, self.spec)
 
@@ -281,4 +304,5 @@ def deserialize(config):
     return keras.saving.deserialize_keras_object(config)
 
 
-__all__ = ["WeightQuantizer", "ActivationQuantizer", "FixedQuantizer", "calibrating", "calibration_scope"]
+__all__ = ["WeightQuantizer", "ActivationQuantizer", "FixedQuantizer", "calibrating", "calibration_scope",
+           "bypass", "bypassed"]

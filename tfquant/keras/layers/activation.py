@@ -37,6 +37,7 @@ from tfquant.keras.layers.base import QuantLayer, is_exact
 from tfquant.keras.quantizers import (
     ActivationQuantizer,
     FixedQuantizer,
+    bypassed,
     calibrating,
     deserialize,
     serialize,
@@ -102,7 +103,7 @@ class QuantActivation(QuantLayer):
     def call(self, x, training=None):
         training = bool(training)
         if self.activation == "softmax":
-            if calibrating():
+            if calibrating() or bypassed(getattr(self.quantizer, "name", None)):
                 return tf.nn.softmax(x)
             return quantized_softmax(x, input_range=self.input_range(0) if is_exact(training) else None)
         table_op = lookup_table_op(keras_activation=self.activation)
@@ -112,7 +113,7 @@ class QuantActivation(QuantLayer):
             return self._quantize_output(table_op.tf_fn(x), training, exact=exact)
         if self.activation == "silu":
             s = tf.sigmoid(x)
-            if not calibrating():
+            if not calibrating() and not bypassed(getattr(self.quantizer, "name", None)):
                 s = fake_quant(s, *LOGISTIC_RANGE, ACT)     # LOGISTIC's output grid
             y = x * s
         else:

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tfquant.core import quantized_avg_pool, quantized_mean
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer
-from tfquant.keras.quantizers import ActivationQuantizer, calibrating, deserialize, serialize
+from tfquant.keras.quantizers import ActivationQuantizer, bypassed, calibrating, deserialize, serialize
 
 L = keras.layers
 
@@ -49,7 +49,7 @@ class QuantAveragePooling(QuantLayer):
         pool = (layer.pool_size[0], 1) if one_d else tuple(layer.pool_size)
         strides = (layer.strides[0], layer.strides[0]) if one_d else tuple(layer.strides)
         x4 = tf.expand_dims(x, 2) if one_d else x
-        if calibrating():
+        if calibrating() or bypassed(getattr(self.input_quantizer(0), "name", None)):
             y = tf.nn.avg_pool2d(x4, pool, strides, layer.padding.upper())
         else:
             y = quantized_avg_pool(x4, pool, strides, layer.padding.upper(), input_range=self.input_range(0))

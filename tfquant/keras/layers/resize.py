@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tfquant.core import QuantSpec, fake_quant
 from tfquant.keras.layers.base import QuantLayer
-from tfquant.keras.quantizers import calibrating
+from tfquant.keras.quantizers import bypassed, calibrating
 from tfquant.keras.registry import register_passthrough
 
 ACT = QuantSpec.activation()
@@ -39,7 +39,7 @@ class QuantResize(QuantLayer):
 
     def call(self, x, training=None):
         y = self.layer.call(x)
-        if calibrating():
+        if calibrating() or bypassed(getattr(self.input_quantizer(0), "name", None)):
             return y
         return fake_quant(y, *self.input_range(0), ACT)
 

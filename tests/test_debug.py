@@ -1,0 +1,107 @@
+"""tfquant.debug: the white paper's workflow finds a planted fault, on PTQ and QAT alike."""
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tfquant
+import tfquant.debug
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "keras"))
+import qat_models  # noqa: E402
+
+L = keras.layers
+SHAPE = (8, 8, 3)
+
+
+def data(n, seed):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, *SHAPE)).astype(np.float32)
+
+
+def planted_fault_model() -> keras.Model:
+    """conv -> 'spiky' 1x1 conv + ReLU whose channel 0 fires rarely and 300x larger than the rest
+    (its consumer reads it with a small weight, so the float output hardly depends on it) ->
+    1x1 conv -> pooling -> dense. A per-tensor int8 grid on 'spiky' wastes its 256 levels on the
+    spikes and wipes out the other channels."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input(SHAPE)
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    spiky = L.Conv2D(8, 1, activation="relu", name="spiky")(x)
+    x = L.Conv2D(8, 1, activation="relu", name="c3")(spiky)
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, L.Dense(5, name="head")(x))
+    pre = keras.Model(inp, model.get_layer("c1").output)(data(256, 0)).numpy()
+    k, b = model.get_layer("spiky").get_weights()
+    z = pre.reshape(-1, 8) @ k[0, 0, :, 0]
+    threshold = np.percentile(z, 99.5)                  # fires on 0.5% of the positions
+    k[..., 0] *= 300.0
+    b[0] = -300.0 * threshold
+    model.get_layer("spiky").set_weights([k, b])
+    k3, b3 = model.get_layer("c3").get_weights()
+    k3[0, 0, 0, :] *= 0.003                            # the consumer barely reads the spikes
+    model.get_layer("c3").set_weights([k3, b3])
+    return model
+
+
+@pytest.fixture(scope="module")
+def ptq_diagnosis():
+    model = planted_fault_model()
+    result = tfquant.ptq(model, data(256, 0), progress=False, steps=("bias_correction",))
+    return model, result, tfquant.debug.diagnose(result, data(128, 1))
+
+
+def test_planted_fault_is_ranked_first_and_float_fixes_it(ptq_diagnosis, tmp_path):
+    model, result, d = ptq_diagnosis
+    assert d.fp32_sanity_db == float("inf")            # every quantizer in float: the float model
+    assert d.suspects and "spiky" in d.suspects[0].layer
+    assert "outliers" in d.suspects[0].cause
+    assert d.activations_only_db < d.weights_only_db    # the damage is on the activation side
+    spiky = [t for t in d.tensors if t.outlier_ratio > 10]
+    assert spiky and spiky[0].entry == result.plan.quantizer_of(
+        [n for n in result.graph.linear_nodes() if "spiky" in n.name][0].output())
+    assert d.fixed_db > d.quantized_db + 6 and d.fixed_agreement >= d.quantized_agreement
+    # the same fix, exported: the flatbuffer agrees with float better than the all-int8 one
+    x = data(256, 2)
+    y = np.asarray(model(x))
+    plan = result.plan.copy()
+    plan.set_precision(d.fix_floats, "float")
+
+    def agreement(tflite):
+        from tfquant.export.interpreter import TFLiteRunner
+        out = TFLiteRunner(tflite, kernels="reference").run([x])[0]
+        return float(np.mean(np.argmax(out, -1) == np.argmax(y, -1)))
+    fixed, plain = tfquant.to_tflite(result, plan=plan), result.to_tflite()
+    assert agreement(fixed) > agreement(plain)
+    assert agreement(fixed) >= 0.95
+    path = d.write_report(tmp_path / "report")
+    text = open(path).read()
+    assert "spiky" in text.split("## Suspects")[1].splitlines()[2]
+    for png in ("layer_sqnr.png", "worst_ranges.png", "weight_ranges.png"):
+        assert os.path.getsize(tmp_path / "report" / png) > 1000
+
+
+def test_qat_model_is_diagnosed_by_the_same_code(ptq_diagnosis):
+    model = planted_fault_model()
+    qmodel = tfquant.quantize_model(model)
+    tfquant.keras.calibrate(qmodel, data(256, 0))
+    d = tfquant.debug.diagnose(qmodel, data(128, 1))
+    assert d.route == "QAT" and d.fp32_sanity_db == float("inf")
+    assert d.suspects[0].layer == "spiky" and d.fix_floats == ["spiky/output"]
+    assert d.fixed_db > d.quantized_db + 6
+    # the QAT model's own ranges are untouched by the debugger
+    before = tfquant.keras.quantizer_state(qmodel)
+    tfquant.debug.diagnose(qmodel, data(32, 1), try_fix=False)
+    assert tfquant.keras.quantizer_state(qmodel) == before
+
+
+def test_diagnose_a_float_model_and_errors():
+    ex = qat_models.train_and_export(qat_models.convnet)
+    d = tfquant.debug.diagnose(ex.model, ex.x_test[:32])          # a float Keras model: PTQ first
+    assert d.route == "PTQ" and len(d.layers) >= 5
+    with pytest.raises(tfquant.DataError, match="NaN"):
+        tfquant.debug.diagnose(ex.qmodel, np.full((4, 16, 16, 3), np.nan, np.float32))
+    with pytest.raises(tfquant.DataError, match="batch"):
+        tfquant.debug.diagnose(ex.qmodel, np.zeros((0, 16, 16, 3), np.float32))

@@ -1,0 +1,210 @@
+"""`diagnose`: the white paper's debugging workflow (Nagel et al. 2021, section 3.7) on a PTQ result
+or a QAT model, from the same code.
+
+    >>> d = tfquant.debug.diagnose(result, x_val)          # or a QAT model, or a float model + data
+    >>> print(d.summary())                                  # ranked suspects, each with its fix
+    >>> d.write_report("report/")                           # report.md with PNG plots
+
+Steps: FP32 sanity (every quantizer in float reproduces the float model); weights-only and
+activations-only runs (which side does the damage); per-layer sensitivity (only this layer
+quantized, and all but this layer); range statistics of every quantized tensor (percentiles,
+outlier ratio) and per-channel weight range spread; a ranked list of suspects with the fix the
+white paper suggests, and what keeping the worst in float gives (the mixed-precision fix, measured).
+All figures are SQNR (dB) of the model's output against the float model, and top-1 agreement.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from tfquant.debug.subjects import subject_of
+from tfquant.errors import DataError
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    noise = float(np.mean((reference.astype(np.float64) - test) ** 2))
+    signal = float(np.mean(reference.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, 1e-30) / noise)
+
+
+def agreement(reference: np.ndarray, test: np.ndarray) -> Optional[float]:
+    if reference.ndim < 2 or reference.shape[-1] < 2:
+        return None
+    return float(np.mean(np.argmax(reference, -1) == np.argmax(test, -1)))
+
+
+@dataclasses.dataclass
+class TensorStats:
+    """Range statistics of one quantized activation tensor (float model values)."""
+
+    entry: str
+    min: float
+    max: float
+    p_low: float                 # 1st percentile
+    p_high: float                # 99th percentile
+    outlier_ratio: float         # (max - min) / (p_high - p_low): > 10 means a few values set the grid
+
+    @classmethod
+    def of(cls, entry: str, v: np.ndarray) -> "TensorStats":
+        v = v.ravel().astype(np.float64)
+        lo, hi = np.percentile(v, [1.0, 99.0])
+        spread = max(hi - lo, 1e-12)
+        return cls(entry, float(v.min()), float(v.max()), float(lo), float(hi),
+                   float((v.max() - v.min()) / spread))
+
+
+@dataclasses.dataclass
+class LayerSensitivity:
+    layer: str
+    entries: list[str]
+    only_db: float               # SQNR with only this layer quantized
+    all_but_db: float            # SQNR with every layer but this one quantized
+    weight_spread: Optional[float] = None    # max / median per-channel weight range
+    outlier_ratio: Optional[float] = None    # of its output tensor
+
+
+@dataclasses.dataclass
+class Suspect:
+    layer: str
+    gain_db: float               # what leaving it in float gains over the fully quantized model
+    cause: str
+    fix: str
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    route: str
+    samples: int
+    fp32_sanity_db: float        # every quantizer in float vs the float model (inf: identical)
+    quantized_db: float
+    weights_only_db: float
+    activations_only_db: float
+    quantized_agreement: Optional[float]
+    layers: list[LayerSensitivity]
+    tensors: list[TensorStats]
+    suspects: list[Suspect]
+    fix_floats: list[str] = dataclasses.field(default_factory=list)   # entries the tried fix kept in float
+    fixed_db: Optional[float] = None
+    fixed_agreement: Optional[float] = None
+    weight_ranges: dict = dataclasses.field(default_factory=dict, repr=False)   # for the plots
+    samples_of: dict = dataclasses.field(default_factory=dict, repr=False)      # worst tensors' values
+
+    def summary(self) -> str:
+        agree = "" if self.quantized_agreement is None else f", top-1 agreement {100 * self.quantized_agreement:.1f}%"
+        lines = [f"tfquant.debug on a {self.route} model, {self.samples} samples",
+                 f"  FP32 sanity (all quantizers in float vs float): {self.fp32_sanity_db:.1f} dB",
+                 f"  quantized: {self.quantized_db:.1f} dB{agree}",
+                 f"  weights only: {self.weights_only_db:.1f} dB; activations only: {self.activations_only_db:.1f} dB"]
+        for i, s in enumerate(self.suspects, 1):
+            lines.append(f"  suspect {i}: {s.layer} (+{s.gain_db:.1f} dB if float): {s.cause} -> {s.fix}")
+        if self.fixed_db is not None:
+            agree = "" if self.fixed_agreement is None else f", agreement {100 * self.fixed_agreement:.1f}%"
+            lines.append(f"  tried: {', '.join(self.fix_floats)} in float -> {self.fixed_db:.1f} dB{agree}")
+        return "\n".join(lines)
+
+    def write_report(self, directory) -> str:
+        from tfquant.debug.report import write_report
+
+        return write_report(self, directory)
+
+
+def _weight_spread(kernel_rows: np.ndarray) -> float:
+    r = np.max(np.abs(kernel_rows), axis=0)
+    return float(np.max(r) / max(np.median(r), 1e-12))
+
+
+def _cause_and_fix(layer: LayerSensitivity, weights_hurt: bool, per_channel: bool) -> tuple[str, str]:
+    if layer.outlier_ratio is not None and layer.outlier_ratio > 10:
+        return (f"its output range is set by rare outliers (range {layer.outlier_ratio:.0f}x the "
+                "1-99% interval)", "clip the range (ranges='mse' or 'percentile'), or keep the tensor in float")
+    if weights_hurt and layer.weight_spread is not None and layer.weight_spread > 8 and not per_channel:
+        return (f"per-channel weight ranges differ {layer.weight_spread:.0f}x under one per-tensor grid",
+                "cross-layer equalization (steps 'cle') or per-channel weights")
+    if weights_hurt:
+        return "weight rounding", "AdaRound (steps 'adaround') and bias correction"
+    return "activation quantization", "better activation ranges ('mse'), or keep the tensor in float"
+
+
+def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, try_fix: bool = True,
+             max_samples: int = 256, **ptq_options) -> Diagnosis:
+    """Run the debugging workflow on `model` with `data` (float inputs [N, ...]).
+
+    model: a `tfquant.ptq` result, a Keras model from `tfquant.quantize_model` (calibrated or
+    trained), or a float SavedModel directory / Keras model, which is first quantized with
+    `tfquant.ptq(model, calibration or data, **ptq_options)`.
+    float_model: the reference (default: the model's own float path).
+    """
+    x = np.asarray(data, np.float32)[:max_samples]
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise DataError("diagnose needs a batch of float input samples [N, ...].")
+    if not np.all(np.isfinite(x)):
+        raise DataError("diagnose: the data contain NaN or Inf.")
+    subject = _subject(model, x if calibration is None else calibration, ptq_options)
+    y_float = np.asarray(float_model(x)) if float_model is not None else subject.float_run(x)
+    all_entries = subject.entries
+    weights = set(subject.weight_entries())
+    activations = [e for e in all_entries if e not in weights]
+
+    def db(floats=(), mode="quant"):
+        return sqnr_db(y_float, subject.run(x, floats, mode))
+
+    y_q = subject.run(x)
+    sanity = sqnr_db(y_float, subject.float_run(x))
+    quantized = sqnr_db(y_float, y_q)
+    w_only = db(mode="weights")
+    a_only = db(floats=weights)
+    values = subject.values(x)
+    tensors = sorted((TensorStats.of(e, v) for e, v in values.items() if v.size),
+                     key=lambda t: -t.outlier_ratio)
+    stats = {t.entry: t for t in tensors}
+    kernels = subject.kernels()
+    per_channel = any(spec.per_channel for spec in subject.plan.weight_specs.values())
+    layers = []
+    for name, entries in subject.layers.items():
+        others = [e for e in all_entries if e not in entries]
+        w = [e for e in entries if e in weights]
+        out = [e for e in entries if e not in weights]
+        layers.append(LayerSensitivity(
+            layer=name, entries=entries, only_db=db(floats=others), all_but_db=db(floats=entries),
+            weight_spread=_weight_spread(kernels[w[0]][0]) if w and w[0] in kernels else None,
+            outlier_ratio=stats[out[0]].outlier_ratio if out and out[0] in stats else None))
+    ranked = sorted(layers, key=lambda la: -(la.all_but_db - quantized))
+    weights_hurt = w_only < a_only
+    suspects = []
+    for la in ranked[:top]:
+        gain = la.all_but_db - quantized
+        if gain <= 0.05:
+            break
+        cause, fix = _cause_and_fix(la, weights_hurt and la.weight_spread is not None, per_channel)
+        suspects.append(Suspect(la.layer, gain, cause, fix))
+    result = Diagnosis(route=subject.route, samples=int(x.shape[0]), fp32_sanity_db=sanity,
+                       quantized_db=quantized, weights_only_db=w_only, activations_only_db=a_only,
+                       quantized_agreement=agreement(y_float, y_q), layers=layers, tensors=tensors,
+                       suspects=suspects,
+                       weight_ranges={n: (np.max(np.abs(k), 0), None if b is None else np.max(np.abs(b), 0))
+                                      for n, (k, b) in kernels.items()},
+                       samples_of={t.entry: values[t.entry].ravel()[:100_000] for t in tensors[:3]})
+    if try_fix and suspects:
+        floats = [e for e in subject.layers[suspects[0].layer] if e not in weights] or \
+            subject.layers[suspects[0].layer]
+        y_fix = subject.run(x, floats)
+        result.fix_floats, result.fixed_db = floats, sqnr_db(y_float, y_fix)
+        result.fixed_agreement = agreement(y_float, y_fix)
+    return result
+
+
+def _subject(model, calibration, ptq_options):
+    import keras
+
+    from tfquant.keras.layers import QuantLayer
+
+    is_qat = isinstance(model, keras.Model) and any(
+        isinstance(la, QuantLayer) for la in model._flatten_layers(include_self=False))
+    is_ptq = hasattr(model, "plan") and hasattr(model, "graph")
+    if not (is_qat or is_ptq):      # a float model: quantize it first
+        import tfquant
+
+        model = tfquant.ptq(model, calibration, progress=False, **ptq_options)
+    return subject_of(model)

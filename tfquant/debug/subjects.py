@@ -1,0 +1,163 @@
+"""What the debugger examines, seen the same way for both routes: a model whose quantizers can be
+switched to float one by one.
+
+    >>> subject = subject_of(ptq_result)            # or a QAT Keras model from quantize_model
+    >>> subject.layers                              # layer -> its plan entries (weights, output)
+    >>> subject.run(x, floats={"q3"})               # outputs with those entries in float
+    >>> subject.values(x)                           # float values of every quantized tensor
+
+A PTQ result switches entries through its `QuantPlan` (precision "float"), a QAT model through
+`tfquant.keras.quantizers.bypass`; both name entries as their plan does.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfquant.core import QuantPlan
+from tfquant.errors import SpecError
+
+
+def _stack(outs) -> np.ndarray:
+    if isinstance(outs, dict):
+        outs = list(outs.values())
+    if isinstance(outs, (list, tuple)):
+        outs = outs[0]
+    return np.asarray(outs)
+
+
+class PTQSubject:
+    """A `tfquant.ptq` result."""
+
+    route = "PTQ"
+
+    def __init__(self, result):
+        from tfquant.graph import build_function
+
+        self.result, self.plan = result, result.plan
+        self._build = build_function
+        self.layers: dict[str, list[str]] = {}
+        owned = set()
+        for node in result.graph.linear_nodes():
+            entries = [node.name]
+            if self.plan.is_owner(node.output()):
+                entries.append(self.plan.qid[node.output()])
+            owned.update(entries)
+            self.layers[node.name] = entries
+        for q in self.plan.calibrated_ids():
+            if q not in owned:
+                self.layers[self.plan.owners[q][0].rsplit(":", 1)[0]] = [q]
+        self.entries = [e for es in self.layers.values() for e in es]
+        self._cache: dict = {}
+
+    def weight_entries(self) -> list[str]:
+        return list(self.plan.weight_specs)
+
+    def run(self, x: np.ndarray, floats: Iterable[str] = (), mode: str = "quant") -> np.ndarray:
+        floats = frozenset(floats)
+        key = (floats, mode)
+        if key not in self._cache:
+            plan = self.plan.copy()
+            for e in floats:
+                plan.precision[e] = "float"
+            self._cache[key] = self._build(self.result.graph, plan, mode=mode)
+        return _stack(self._cache[key](tf.convert_to_tensor(x, tf.float32)))
+
+    def float_run(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x, mode="float")
+
+    def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Float values of each activation quantizer's tensors (first tensor), by entry."""
+        from tfquant.graph import Emitter
+
+        env = Emitter(self.result.graph, self.plan, "float").run([tf.convert_to_tensor(x, tf.float32)])
+        return {q: np.asarray(env[ts[0]]) for q, ts in self.plan.owners.items() if ts[0] in env
+                and q not in self.plan.fixed}
+
+    def kernels(self) -> dict[str, tuple[np.ndarray, Optional[np.ndarray]]]:
+        """weight entry -> (kernel as [rows, channels] now, before the PTQ steps or None)."""
+        before = {n.name: n for n in self.result.original_graph.linear_nodes()} \
+            if self.result.original_graph is not None else {}
+        out = {}
+        for node in self.result.graph.linear_nodes():
+            old = before.get(node.name)
+            out[node.name] = (node.kernel.reshape(-1, node.out_channels),
+                              None if old is None else old.kernel.reshape(-1, old.out_channels))
+        return out
+
+
+class QATSubject:
+    """A Keras model from `tfquant.quantize_model` (fake-quant mode)."""
+
+    route = "QAT"
+
+    def __init__(self, qmodel):
+        from tfquant.keras.layers import QuantConv
+        from tfquant.keras.plan import plan_of
+
+        self.model = qmodel
+        self.plan: QuantPlan = plan_of(qmodel)
+        self.layers = {}
+        for name in self.plan.owners:
+            self.layers.setdefault(name.rsplit("/", 1)[0], []).append(name)
+        for name in self.plan.weight_specs:
+            self.layers.setdefault(name.rsplit("/", 1)[0], []).append(name)
+        self.layers = {k: v for k, v in self.layers.items()
+                       if any(e not in self.plan.fixed for e in v)}
+        self.entries = [e for es in self.layers.values() for e in es]
+        self._convs = {la.name: la for la in qmodel._flatten_layers(include_self=False) if isinstance(la, QuantConv)}
+
+    def weight_entries(self) -> list[str]:
+        return list(self.plan.weight_specs)
+
+    def run(self, x: np.ndarray, floats: Iterable[str] = (), mode: str = "quant") -> np.ndarray:
+        from tfquant.keras.quantizers import bypass
+
+        names = set(floats)
+        if mode == "weights":
+            names |= set(self.plan.owners)
+        with bypass(names):
+            return _stack(self.model(tf.convert_to_tensor(x, tf.float32), training=False))
+
+    def float_run(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x, floats=list(self.plan.owners) + list(self.plan.weight_specs))
+
+    def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        from tfquant.keras.quantizers import calibration_scope
+
+        seen: dict[str, np.ndarray] = {}
+
+        class Recorder:
+            def observe(self, quantizer, v):
+                seen[quantizer.name] = np.asarray(v)
+
+        with calibration_scope(Recorder()):
+            self.model(tf.convert_to_tensor(x, tf.float32), training=False)
+        return {k: v for k, v in seen.items() if k in self.plan.owners}
+
+    def kernels(self) -> dict[str, tuple[np.ndarray, Optional[np.ndarray]]]:
+        out = {}
+        for name in self.plan.weight_specs:
+            layer = self._convs[name.rsplit("/", 1)[0]]
+            if name.endswith("/kernel"):
+                k = np.asarray(layer.folded_weights()[0])
+            else:
+                k = np.asarray(layer.layer.depthwise_kernel)
+            out[name] = (k.reshape(-1, k.shape[-2] * k.shape[-1]) if (layer.kind == "depthwise" or
+                                                                     name.endswith("/depthwise_kernel"))
+                         else k.reshape(-1, k.shape[-1]), None)
+        return out
+
+
+def subject_of(model):
+    """The debugger's view of a PTQ result or a QAT model."""
+    import keras
+
+    if hasattr(model, "plan") and hasattr(model, "graph") and hasattr(model, "with_plan"):
+        return PTQSubject(model)
+    if isinstance(model, keras.Model):
+        return QATSubject(model)
+    raise SpecError(f"The debugger takes a tfquant.ptq result or a model from tfquant.quantize_model, "
+                    f"got {type(model).__name__}.")
