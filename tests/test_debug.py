@@ -105,3 +105,18 @@ def test_diagnose_a_float_model_and_errors():
         tfquant.debug.diagnose(ex.qmodel, np.full((4, 16, 16, 3), np.nan, np.float32))
     with pytest.raises(tfquant.DataError, match="batch"):
         tfquant.debug.diagnose(ex.qmodel, np.zeros((0, 16, 16, 3), np.float32))
+
+
+def test_automatic_mixed_precision_finds_the_planted_fault(ptq_diagnosis):
+    _, result, d = ptq_diagnosis
+    x = data(128, 2)
+    mp = tfquant.debug.mixed_precision(result, x, target_sqnr_db=30.0)
+    assert mp.met and mp.sqnr_db >= 30.0 > mp.int8_sqnr_db + 10       # measured on the flatbuffer
+    assert mp.agreement >= mp.int8_agreement
+    assert mp.floats == d.fix_floats                     # one tensor, the planted one
+    assert mp.plan.non_int8() == mp.floats
+    report = tfquant.inspect(mp.tflite)
+    float_ops = [o.op for o in report.float_ops if o.op not in ("QUANTIZE", "DEQUANTIZE")]
+    assert float_ops == ["CONV_2D", "CONV_2D"]           # 'spiky' and its consumer, nothing else
+    with pytest.raises(tfquant.SpecError, match="needs a target"):
+        tfquant.debug.mixed_precision(result, x)

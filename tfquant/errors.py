@@ -23,3 +23,10 @@ class ModelFileError(TFQuantError, ValueError):
 
 class DataError(TFQuantError, ValueError):
     """Input or calibration data of the wrong shape, dtype or content."""
+
+
+class PlanKeyError(TFQuantError, KeyError):
+    """A QuantPlan entry or tensor name the plan does not have."""
+
+    def __str__(self) -> str:          # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""

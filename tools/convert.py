@@ -38,6 +38,15 @@ flags.DEFINE_string("saved_model_output", None, "Also write the transformed floa
 flags.DEFINE_boolean("int8_io", False, "int8 inputs and outputs (default: float, quantized inside).")
 flags.DEFINE_boolean("verify", False, "Verify the flatbuffer against the simulation on calibration samples.")
 flags.DEFINE_boolean("progress", True, "Show progress bars.")
+flags.DEFINE_string("report", None, "Write the debugger's report (report.md and PNG plots) to this folder, "
+                    "from up to 64 calibration samples.")
+flags.DEFINE_list("keep_float", None, "Plan entries, tensors or fnmatch patterns to keep in float "
+                  "(e.g. q17 or '*/block3_*'); see the plan table (--plan_output).")
+flags.DEFINE_float("target_agreement", None, "Automatic mixed precision: keep the fewest tensors in float "
+                   "that bring top-1 agreement with float to this fraction (on calibration samples).")
+flags.DEFINE_string("plan", None, "Export with this QuantPlan JSON (from --plan_output) instead of the "
+                    "ranges tfquant.ptq computes.")
+flags.DEFINE_string("plan_output", None, "Write the QuantPlan (JSON) the flatbuffer was exported with.")
 
 
 def _fail(message: str) -> int:
@@ -79,20 +88,40 @@ def main(argv) -> int:
     except ValueError as e:
         return _fail(str(e))
     try:
-        sim = tfquant.ptq(FLAGS.saved_model, FLAGS.calibration, signature=FLAGS.signature, output=FLAGS.output,
-                          saved_model_output=FLAGS.saved_model_output, int8_io=FLAGS.int8_io, **options)
+        sim = tfquant.ptq(FLAGS.saved_model, FLAGS.calibration, signature=FLAGS.signature,
+                          saved_model_output=FLAGS.saved_model_output, **options)
         print(sim.report.summary())
+        samples = None
+        if FLAGS.calibration is not None:
+            from tfquant.ptq import Calibration
+
+            samples = Calibration.of(FLAGS.calibration, sim.graph.inputs[0], sim.config).take(64).astype(np.float32)
+        needs_data = [f"--{n}" for n in ("report", "target_agreement", "verify") if getattr(FLAGS, n)]
+        if needs_data and samples is None:
+            return _fail(f"{', '.join(needs_data)} need(s) --calibration samples to run.")
+        plan = tfquant.QuantPlan.load(FLAGS.plan) if FLAGS.plan else sim.plan.copy()
+        if FLAGS.keep_float:
+            print(f"kept in float: {plan.set_precision(FLAGS.keep_float, 'float')}")
+        if FLAGS.target_agreement is not None:
+            import tfquant.debug
+
+            mp = tfquant.debug.mixed_precision(sim.with_plan(plan), samples, target_agreement=FLAGS.target_agreement)
+            print(mp.summary())
+            plan = mp.plan
+        sim = sim.with_plan(plan)
+        sim.to_tflite(FLAGS.output, int8_io=FLAGS.int8_io)
+        if FLAGS.plan_output:
+            plan.save(FLAGS.plan_output)
+        if FLAGS.report:
+            import tfquant.debug
+
+            path = tfquant.debug.diagnose(sim, samples).write_report(FLAGS.report)
+            print(f"wrote {path}")
         report = tfquant.inspect(FLAGS.output)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(report.op_counts().items()))
         print(f"wrote {FLAGS.output}: {report.size_bytes} bytes; ops: {counts}; float ops: {len(report.float_ops)}")
         if FLAGS.verify:
-            if FLAGS.calibration is None:
-                return _fail("--verify needs --calibration samples to run.")
-            from tfquant.ptq import Calibration
-
-            cal = Calibration.of(FLAGS.calibration, sim.graph.inputs[0], sim.config)
-            samples = cal.take(64)
-            print(sim.verify(samples.astype(np.float32), kernels=("reference",)).table())
+            print(sim.verify(samples, kernels=("reference",)).table())
     except TFQuantError as e:
         return _fail(str(e))
     return 0

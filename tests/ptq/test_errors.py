@@ -120,6 +120,30 @@ def test_convert_command(keras3_dir, calibration, tmp_path):
     assert len(report.tensors[conv.inputs[1]].scales) == 1
 
 
+def test_convert_command_plan_report_and_float(keras3_dir, calibration, tmp_path):
+    npy = tmp_path / "cal.npy"
+    np.save(npy, calibration)
+    out, plan, rep = tmp_path / "m.tflite", tmp_path / "plan.json", tmp_path / "report"
+    proc = _convert("--saved_model", keras3_dir, "--output", str(out), "--calibration", str(npy), "--noprogress",
+                    "--plan_output", str(plan), "--report", str(rep))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (rep / "report.md").exists() and (rep / "layer_sqnr.png").exists()
+    first = out.read_bytes()
+    loaded = tfquant.QuantPlan.load(plan)
+    dw = [q for q, ts in loaded.owners.items() if "dw_1" in ts[0]][0]
+    # the saved plan exports the same bytes; one entry kept in float changes only its neighbourhood
+    out2 = tmp_path / "m2.tflite"
+    proc = _convert("--saved_model", keras3_dir, "--output", str(out2), "--calibration", str(npy), "--noprogress",
+                    "--plan", str(plan), "--keep_float", dw)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"kept in float: ['{dw}']" in proc.stdout
+    float_ops = [o.op for o in tfquant.inspect(str(out2)).float_ops if o.op not in ("QUANTIZE", "DEQUANTIZE")]
+    assert float_ops == ["DEPTHWISE_CONV_2D", "CONV_2D"]
+    proc = _convert("--saved_model", keras3_dir, "--output", str(out2), "--calibration", str(npy), "--noprogress",
+                    "--plan", str(plan))
+    assert proc.returncode == 0 and out2.read_bytes() == first
+
+
 def test_convert_command_errors(keras3_dir, tmp_path):
     out = tmp_path / "model.tflite"
     bad = tmp_path / "bad.npy"
@@ -128,6 +152,12 @@ def test_convert_command_errors(keras3_dir, tmp_path):
         (("--saved_model", str(tmp_path), "--output", str(out), "--input_range=-1,1"), "no saved_model.pb"),
         (("--saved_model", keras3_dir, "--output", str(out), "--calibration", str(bad)), "expects [16, 16, 3]"),
         (("--saved_model", keras3_dir, "--output", str(out)), "input_range"),
+        (("--saved_model", keras3_dir, "--output", str(out), "--input_range=-1,1", "--report", str(tmp_path / "r")),
+         "--report need(s) --calibration"),
+        (("--saved_model", keras3_dir, "--output", str(out), "--input_range=-1,1", "--keep_float", "nothing*"),
+         "No plan entry or tensor matches"),
+        (("--saved_model", keras3_dir, "--output", str(out), "--input_range=-1,1", "--plan", str(bad)),
+         "not valid JSON"),
     ):
         proc = _convert(*args, "--noprogress")
         assert proc.returncode == 1, proc.stderr[-2000:]

@@ -36,7 +36,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from tfquant.core.spec import QuantSpec
-from tfquant.errors import ExportError, SpecError
+from tfquant.errors import ExportError, PlanKeyError, SpecError
 from tfquant.io_utils import write_bytes_atomic
 
 PRECISIONS = ("int8", "float")
@@ -142,7 +142,7 @@ class QuantPlan:
             found = [e for e in entries if fnmatch.fnmatchcase(e, pattern)]
             found += [q for t, q in self.qid.items() if fnmatch.fnmatchcase(t, pattern)]
             if not found:
-                raise KeyError(f"No plan entry or tensor matches {pattern!r}; see plan.table().")
+                raise PlanKeyError(f"No plan entry or tensor matches {pattern!r}; see plan.table().")
             hit += [e for e in found if e not in hit]
         for e in hit:
             if precision == "int8":
@@ -178,19 +178,19 @@ class QuantPlan:
         for e in self.entries():
             if e.name == name:
                 return e
-        raise KeyError(f"The plan has no entry {name!r}; see plan.table() for its entries.")
+        raise PlanKeyError(f"The plan has no entry {name!r}; see plan.table() for its entries.")
 
     def quantizer_of(self, tensor: str) -> str:
         """The quantizer id of a float tensor (its ref, e.g. "dense_1/BiasAdd:0")."""
         if tensor not in self.qid:
-            raise KeyError(f"Tensor {tensor!r} has no quantizer in this plan.")
+            raise PlanKeyError(f"Tensor {tensor!r} has no quantizer in this plan.")
         return self.qid[tensor]
 
     def set_range(self, name: str, rmin: float, rmax: float) -> None:
         """Set the range of one activation quantizer (by id, or by one of its tensors)."""
         q = self.qid.get(name, name)
         if q not in self.owners:
-            raise KeyError(f"The plan has no activation quantizer {name!r}; see plan.table().")
+            raise PlanKeyError(f"The plan has no activation quantizer {name!r}; see plan.table().")
         if q in self.fixed:
             raise SpecError(f"Quantizer {q!r} has TFLite's fixed range {self.fixed[q]}: it cannot be edited.")
         rmin, rmax = float(rmin), float(rmax)
@@ -201,7 +201,7 @@ class QuantPlan:
     def set_weight_range(self, name: str, rmin, rmax) -> None:
         """Set the (per-channel) range of one weight tensor."""
         if name not in self.weight_specs:
-            raise KeyError(f"The plan has no weight entry {name!r}; see plan.table().")
+            raise PlanKeyError(f"The plan has no weight entry {name!r}; see plan.table().")
         if name in self.derived:
             raise SpecError(f"The range of {name!r} is recomputed from its weights (QAT last-value): edit "
                             "the weights, not the plan.")
@@ -280,6 +280,9 @@ class QuantPlan:
                 text = f.read()
         except OSError as e:
             raise SpecError(f"Cannot read plan {os.fspath(path)!r}: {e.strerror}.") from None
+        except UnicodeDecodeError:
+            raise SpecError(f"The plan {os.fspath(path)!r} is not valid JSON (not even text): give a file "
+                            "written by QuantPlan.save or --plan_output.") from None
         return cls.from_json(text)
 
     def check_matches(self, other: "QuantPlan") -> None:

@@ -85,6 +85,7 @@ class Diagnosis:
     layers: list[LayerSensitivity]
     tensors: list[TensorStats]
     suspects: list[Suspect]
+    fix_description: str = ""     # the fix tried on the worst suspect
     fix_floats: list[str] = dataclasses.field(default_factory=list)   # entries the tried fix kept in float
     fixed_db: Optional[float] = None
     fixed_agreement: Optional[float] = None
@@ -101,7 +102,7 @@ class Diagnosis:
             lines.append(f"  suspect {i}: {s.layer} (+{s.gain_db:.1f} dB if float): {s.cause} -> {s.fix}")
         if self.fixed_db is not None:
             agree = "" if self.fixed_agreement is None else f", agreement {100 * self.fixed_agreement:.1f}%"
-            lines.append(f"  tried: {', '.join(self.fix_floats)} in float -> {self.fixed_db:.1f} dB{agree}")
+            lines.append(f"  tried: {self.fix_description} -> {self.fixed_db:.1f} dB{agree}")
         return "\n".join(lines)
 
     def write_report(self, directory) -> str:
@@ -145,7 +146,6 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
     y_float = np.asarray(float_model(x)) if float_model is not None else subject.float_run(x)
     all_entries = subject.entries
     weights = set(subject.weight_entries())
-    activations = [e for e in all_entries if e not in weights]
 
     def db(floats=(), mode="quant"):
         return sqnr_db(y_float, subject.run(x, floats, mode))
@@ -187,11 +187,18 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
                                       for n, (k, b) in kernels.items()},
                        samples_of={t.entry: values[t.entry].ravel()[:100_000] for t in tensors[:3]})
     if try_fix and suspects:
-        floats = [e for e in subject.layers[suspects[0].layer] if e not in weights] or \
-            subject.layers[suspects[0].layer]
-        y_fix = subject.run(x, floats)
-        result.fix_floats, result.fixed_db = floats, sqnr_db(y_float, y_fix)
-        result.fixed_agreement = agreement(y_float, y_fix)
+        worst = suspects[0]
+        plan = subject.per_channel_plan(worst.layer) if "per-channel" in worst.fix and \
+            hasattr(subject, "per_channel_plan") else None
+        if plan is not None:           # the fix the report suggests, on that layer alone
+            y_fix = subject.run_plan(x, plan)
+            result.fix_description = f"{worst.layer} with per-channel weights"
+        else:                          # mixed precision: its output tensor in float
+            result.fix_floats = [e for e in subject.layers[worst.layer] if e not in weights] or \
+                subject.layers[worst.layer]
+            y_fix = subject.run(x, result.fix_floats)
+            result.fix_description = f"{', '.join(result.fix_floats)} in float"
+        result.fixed_db, result.fixed_agreement = sqnr_db(y_float, y_fix), agreement(y_float, y_fix)
     return result
 
 

@@ -73,7 +73,7 @@ def markdown(d, plots=()) -> str:
         lines.append(f"{i}. **{s.layer}**: +{s.gain_db:.1f} dB if left in float. Cause: {s.cause}. Fix: {s.fix}.")
     if d.fixed_db is not None:
         agree = "" if d.fixed_agreement is None else f", top-1 agreement {100 * d.fixed_agreement:.1f}%"
-        lines += ["", f"Tried: `{', '.join(d.fix_floats)}` in float: {d.fixed_db:.1f} dB{agree}."]
+        lines += ["", f"Tried: {d.fix_description}: {d.fixed_db:.1f} dB{agree}."]
     lines += ["", "## Layers", "", "| layer | only this quantized (dB) | all but this (dB) | weight range spread | output outlier ratio |",
               "|---|---|---|---|---|"]
     for la in d.layers:

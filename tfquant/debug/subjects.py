@@ -68,6 +68,24 @@ class PTQSubject:
     def float_run(self, x: np.ndarray) -> np.ndarray:
         return self.run(x, mode="float")
 
+    def per_channel_plan(self, layer: str) -> Optional[QuantPlan]:
+        """The plan with `layer`'s weights per output channel (min-max), or None if they already are
+        or cannot be (FULLY_CONNECTED weights stay per-tensor in the converter)."""
+        from tfquant.core import QuantSpec
+        from tfquant.ptq.ranges import weight_range
+
+        node = self.result.graph[layer]
+        spec = self.plan.weight_specs.get(layer)
+        if spec is None or spec.per_channel or node.type == "matmul":
+            return None
+        plan = self.plan.copy()
+        plan.weight_specs[layer] = QuantSpec.weight(bits=spec.bits, per_channel=True)
+        plan.weight_ranges[layer] = weight_range(node, plan.weight_specs[layer], "minmax")
+        return plan
+
+    def run_plan(self, x: np.ndarray, plan: QuantPlan) -> np.ndarray:
+        return _stack(self._build(self.result.graph, plan, mode="quant")(tf.convert_to_tensor(x, tf.float32)))
+
     def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Float values of each activation quantizer's tensors (first tensor), by entry."""
         from tfquant.graph import Emitter

@@ -1,0 +1,90 @@
+"""Automatic mixed precision: the fewest float tensors that meet a target, checked on the flatbuffer.
+
+    >>> mp = tfquant.debug.mixed_precision(result, x_val, target_agreement=0.98)
+    >>> mp.plan.non_int8(), mp.agreement, mp.tflite      # the plan, what it reaches, its flatbuffer
+
+Candidates are the activation quantizers, ranked by what leaving each one in float gains in the
+simulation (the debugger's "all but this layer" sensitivity). They are added one at a time, in
+that order; after each addition the plan is exported and the flatbuffer is run in the
+interpreter on the held-out data, and the search stops as soon as the target is met there.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from tfquant.debug.diagnose import agreement, sqnr_db
+from tfquant.debug.subjects import PTQSubject
+from tfquant.errors import SpecError
+
+
+@dataclasses.dataclass
+class MixedPrecisionResult:
+    plan: object                     # the QuantPlan found
+    tflite: bytes
+    agreement: Optional[float]       # top-1 agreement with float, flatbuffer on the held-out data
+    sqnr_db: float
+    int8_agreement: Optional[float]  # the same for the all-int8 flatbuffer
+    int8_sqnr_db: float
+    floats: list[str]                # quantizer ids kept in float, in the order they were added
+    met: bool
+    tried: int                       # flatbuffers exported and run
+
+    def summary(self) -> str:
+        a = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        return (f"mixed precision: {len(self.floats)} tensor(s) in float {self.floats}: agreement "
+                f"{a(self.int8_agreement)} -> {a(self.agreement)}, SQNR {self.int8_sqnr_db:.1f} -> "
+                f"{self.sqnr_db:.1f} dB ({'target met' if self.met else 'target NOT met'}, "
+                f"{self.tried} flatbuffers tried)")
+
+
+def _flatbuffer_outputs(tflite: bytes, x: np.ndarray) -> np.ndarray:
+    from tfquant.export.interpreter import TFLiteRunner
+
+    return np.asarray(TFLiteRunner(tflite, kernels="default").run([x])[0])
+
+
+def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
+                    target_sqnr_db: Optional[float] = None, max_float: int = 8,
+                    max_samples: int = 256) -> MixedPrecisionResult:
+    """Keep the fewest activation tensors of a `tfquant.ptq` result in float that bring the
+    exported flatbuffer to the target (top-1 agreement with float, or output SQNR in dB)."""
+    if target_agreement is None and target_sqnr_db is None:
+        raise SpecError("mixed_precision needs a target: target_agreement (e.g. 0.98) or target_sqnr_db.")
+    if not hasattr(result, "with_plan"):
+        raise SpecError("mixed_precision works on a tfquant.ptq result.")
+    import tfquant
+
+    x = np.asarray(data, np.float32)[:max_samples]
+    subject = PTQSubject(result)
+    y_float = subject.float_run(x)
+
+    def measure(plan) -> tuple[bytes, Optional[float], float]:
+        tflite = tfquant.to_tflite(result, plan=plan)
+        y = _flatbuffer_outputs(tflite, x).reshape(y_float.shape)
+        return tflite, agreement(y_float, y), sqnr_db(y_float, y)
+
+    def met(agree, db) -> bool:
+        return (target_agreement is None or (agree is not None and agree >= target_agreement)) and \
+            (target_sqnr_db is None or db >= target_sqnr_db)
+
+    plan = result.plan.copy()
+    tflite, agree, db = measure(plan)
+    int8_agree, int8_db = agree, db
+    weights = set(plan.weight_specs)
+    candidates = [q for q in plan.calibrated_ids() if q not in weights]
+    base = sqnr_db(y_float, subject.run(x))
+    ranked = sorted(candidates, key=lambda q: -(sqnr_db(y_float, subject.run(x, [q])) - base))
+    floats: list[str] = []
+    tried = 1
+    for q in ranked:
+        if met(agree, db) or len(floats) >= max_float:
+            break
+        floats.append(q)
+        plan.set_precision(q, "float")
+        tflite, agree, db = measure(plan)
+        tried += 1
+    return MixedPrecisionResult(plan=plan, tflite=tflite, agreement=agree, sqnr_db=db, int8_agreement=int8_agree,
+                                int8_sqnr_db=int8_db, floats=floats, met=met(agree, db), tried=tried)
