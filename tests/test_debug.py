@@ -63,6 +63,7 @@ def test_planted_fault_is_ranked_first_and_float_fixes_it(ptq_diagnosis, tmp_pat
     assert spiky and spiky[0].entry == result.plan.quantizer_of(
         [n for n in result.graph.linear_nodes() if "spiky" in n.name][0].output())
     assert d.fixed_db > d.quantized_db + 6 and d.fixed_agreement >= d.quantized_agreement
+    assert d.tflite_exact == 1.0 and len(d.tensor_fidelity) >= 3     # the flatbuffer, tensor by tensor
     # the same fix, exported: the flatbuffer agrees with float better than the all-int8 one
     x = data(256, 2)
     y = np.asarray(model(x))

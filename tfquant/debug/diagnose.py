@@ -89,6 +89,8 @@ class Diagnosis:
     fix_floats: list[str] = dataclasses.field(default_factory=list)   # entries the tried fix kept in float
     fixed_db: Optional[float] = None
     fixed_agreement: Optional[float] = None
+    tflite_exact: Optional[float] = None     # flatbuffer vs the exact simulation, outputs (reference kernels)
+    tensor_fidelity: list = dataclasses.field(default_factory=list)   # (tensor, exact fraction, max LSB)
     weight_ranges: dict = dataclasses.field(default_factory=dict, repr=False)   # for the plots
     samples_of: dict = dataclasses.field(default_factory=dict, repr=False)      # worst tensors' values
 
@@ -100,6 +102,11 @@ class Diagnosis:
                  f"  weights only: {self.weights_only_db:.1f} dB; activations only: {self.activations_only_db:.1f} dB"]
         for i, s in enumerate(self.suspects, 1):
             lines.append(f"  suspect {i}: {s.layer} (+{s.gain_db:.1f} dB if float): {s.cause} -> {s.fix}")
+        if self.tflite_exact is not None:
+            worst = min(self.tensor_fidelity, key=lambda t: t[1], default=None)
+            lines.append(f"  flatbuffer vs simulation: outputs {100 * self.tflite_exact:.2f}% exact; "
+                         f"{len(self.tensor_fidelity)} intermediate tensors compared"
+                         + (f", worst {worst[0]} {100 * worst[1]:.1f}% exact" if worst else ""))
         if self.fixed_db is not None:
             agree = "" if self.fixed_agreement is None else f", agreement {100 * self.fixed_agreement:.1f}%"
             lines.append(f"  tried: {self.fix_description} -> {self.fixed_db:.1f} dB{agree}")
@@ -129,13 +136,15 @@ def _cause_and_fix(layer: LayerSensitivity, weights_hurt: bool, per_channel: boo
 
 
 def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, try_fix: bool = True,
-             max_samples: int = 256, **ptq_options) -> Diagnosis:
+             check_tflite: bool = True, max_samples: int = 256, **ptq_options) -> Diagnosis:
     """Run the debugging workflow on `model` with `data` (float inputs [N, ...]).
 
     model: a `tfquant.ptq` result, a Keras model from `tfquant.quantize_model` (calibrated or
     trained), or a float SavedModel directory / Keras model, which is first quantized with
     `tfquant.ptq(model, calibration or data, **ptq_options)`.
     float_model: the reference (default: the model's own float path).
+    check_tflite: export the model and compare the interpreter with the exact simulation, outputs
+    and intermediate tensors (`tfquant.verify`, reference kernels, 8 samples).
     """
     x = np.asarray(data, np.float32)[:max_samples]
     if x.ndim < 2 or x.shape[0] == 0:
@@ -186,6 +195,13 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
                        weight_ranges={n: (np.max(np.abs(k), 0), None if b is None else np.max(np.abs(b), 0))
                                       for n, (k, b) in kernels.items()},
                        samples_of={t.entry: values[t.entry].ravel()[:100_000] for t in tensors[:3]})
+    if check_tflite:
+        import tfquant
+
+        v = tfquant.verify(tfquant.to_tflite(subject.model), subject.model, x[:8], kernels=("reference",),
+                           intermediate_samples=8)
+        result.tflite_exact = v.exact_fraction
+        result.tensor_fidelity = [(f.name, f.exact, f.max_lsb) for f in v.tensors]
     if try_fix and suspects:
         worst = suspects[0]
         plan = subject.per_channel_plan(worst.layer) if "per-channel" in worst.fix and \

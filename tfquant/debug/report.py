@@ -74,6 +74,12 @@ def markdown(d, plots=()) -> str:
     if d.fixed_db is not None:
         agree = "" if d.fixed_agreement is None else f", top-1 agreement {100 * d.fixed_agreement:.1f}%"
         lines += ["", f"Tried: {d.fix_description}: {d.fixed_db:.1f} dB{agree}."]
+    if d.tflite_exact is not None:
+        lines += ["", "## Flatbuffer vs simulation (reference kernels)", "",
+                  f"Outputs: {100 * d.tflite_exact:.2f}% of the int8 values exactly as simulated.", ""]
+        if d.tensor_fidelity:
+            lines += ["| tensor | exact | max LSB |", "|---|---|---|"]
+            lines += [f"| {n} | {100 * e:.1f}% | {m} |" for n, e, m in sorted(d.tensor_fidelity, key=lambda t: t[1])[:20]]
     lines += ["", "## Layers", "", "| layer | only this quantized (dB) | all but this (dB) | weight range spread | output outlier ratio |",
               "|---|---|---|---|---|"]
     for la in d.layers:

@@ -36,7 +36,8 @@ class PTQSubject:
     def __init__(self, result):
         from tfquant.graph import build_function
 
-        self.result, self.plan = result, result.plan
+        self.result = self.model = result
+        self.plan = result.plan
         self._build = build_function
         self.layers: dict[str, list[str]] = {}
         owned = set()
