@@ -139,6 +139,10 @@ def test_plan_errors(ptq_result, qat, tmp_path):
         QuantPlan.load(bad)
     with pytest.raises(SpecError, match="Cannot read plan"):
         QuantPlan.load(tmp_path / "missing.json")
+    qplan = tfquant.keras.plan_of(qat.qmodel)
+    qplan.set_precision(next(iter(qplan.ranges)), "float")
+    with pytest.raises(SpecError, match="exports int8 tensors only"):
+        tfquant.keras.apply_plan(qat.qmodel, qplan)
     name = next(n for n in tfquant.keras.plan_of(qat.qmodel).derived)
     with pytest.raises(SpecError, match="recomputed from its weights"):
         tfquant.keras.plan_of(qat.qmodel).set_weight_range(name, -1.0, 1.0)
@@ -173,3 +177,15 @@ def test_ptq_float_weights_alone_are_refused(ptq_result):
         plan.set_precision(name, "int4")
     with pytest.raises(KeyError, match="No plan entry"):
         plan.set_precision("no/such/*", "float")
+
+
+def test_inspect_lists_the_tensors_mixed_precision_left_in_float(ptq_result):
+    assert tfquant.inspect(ptq_result.to_tflite()).non_int8_tensors == []
+    plan = ptq_result.plan.copy()
+    dw = [n for n in ptq_result.graph.linear_nodes() if n.type == "depthwise"][0]
+    plan.set_precision(dw.output(), "float")
+    report = tfquant.inspect(tfquant.to_tflite(ptq_result, plan=plan))
+    floats = report.non_int8_tensors
+    # the depthwise output, and the dequantized input / the float output around the two float ops
+    assert len(floats) == 3 and all(t.dtype == "FLOAT32" for t in floats)
+    assert "non-int8 activation tensors: 3" in report.table()

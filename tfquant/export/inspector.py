@@ -84,6 +84,19 @@ class ModelReport:
         return [op for op in self.ops if op.is_float]
 
     @property
+    def non_int8_tensors(self) -> list[TensorInfo]:
+        """Activation tensors that are not int8, the model's float inputs and outputs left out:
+        what mixed precision kept in float (or in int16)."""
+        edges = set(self.inputs) | set(self.outputs)
+        return [t for t in self.tensors if not t.is_constant and t.dtype not in ("INT8", "INT32")
+                and t.index not in edges and not self._edge_of_io(t.index)]
+
+    def _edge_of_io(self, index: int) -> bool:
+        """A float tensor between a model input / output and its QUANTIZE / DEQUANTIZE."""
+        producer = self.producer(index)
+        return producer is not None and producer.op == "DEQUANTIZE" and any(o in self.outputs for o in producer.outputs)
+
+    @property
     def weight_bytes(self) -> dict[str, int]:
         """Bytes of constant data per TFLite type."""
         out: dict[str, int] = {}
@@ -122,6 +135,7 @@ class ModelReport:
             "outputs": self.outputs,
             "op_counts": self.op_counts(),
             "float_ops": [op.index for op in self.float_ops],
+            "non_int8_tensors": [t.index for t in self.non_int8_tensors],
             "weight_bytes": self.weight_bytes,
             "ops": [op.to_dict() for op in self.ops],
             "tensors": [t.to_dict() for t in self.tensors],
@@ -135,7 +149,10 @@ class ModelReport:
         lines = [f"size {self.size_bytes} bytes; weights " +
                  ", ".join(f"{k} {v}" for k, v in sorted(self.weight_bytes.items())),
                  f"float ops: {len(self.float_ops)}" +
-                 (" (" + ", ".join(f"#{o.index} {o.op}" for o in self.float_ops) + ")" if self.float_ops else "")]
+                 (" (" + ", ".join(f"#{o.index} {o.op}" for o in self.float_ops) + ")" if self.float_ops else ""),
+                 f"non-int8 activation tensors: {len(self.non_int8_tensors)}" +
+                 (" (" + ", ".join(f"{_short(t.name, 40)} {t.dtype}" for t in self.non_int8_tensors) + ")"
+                  if self.non_int8_tensors else "")]
         lines.append(f"{'#':>3} {'op':<22} {'tensor':<44} {'type':<7} {'shape':<18} quantization")
         for op in self.ops:
             first = True

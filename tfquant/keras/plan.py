@@ -93,6 +93,9 @@ def apply_plan(qmodel: keras.Model, plan: QuantPlan) -> None:
     """Write the plan's activation ranges into the model's quantizers (weights are untouched:
     their grids follow the weights)."""
     plan.check_matches(plan_of(qmodel))
+    if plan.non_int8():
+        raise SpecError(f"This plan keeps {plan.non_int8()[:3]} in float: a QAT model exports int8 tensors "
+                        "only (float tensors are a tfquant.ptq plan feature); set them back to int8.")
     for layer in _quant_layers(qmodel):
         for name, q in layer.quantizers().items():
             qid = _quantizer_id(layer, name)
