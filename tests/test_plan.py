@@ -134,6 +134,9 @@ def test_plan_errors(ptq_result, qat, tmp_path):
     bad.write_text("{not json")
     with pytest.raises(SpecError, match="not valid JSON"):
         QuantPlan.load(bad)
+    bad.write_text('{"format": "tfquant.QuantPlan/1", "qid": {}}')
+    with pytest.raises(SpecError, match="malformed"):
+        QuantPlan.load(bad)
     bad.write_text('{"format": "something else"}')
     with pytest.raises(SpecError, match="Not a tfquant plan"):
         QuantPlan.load(bad)

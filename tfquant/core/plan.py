@@ -246,17 +246,25 @@ class QuantPlan:
     def from_dict(cls, d: dict) -> "QuantPlan":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise SpecError(f"Not a tfquant plan (expected \"format\": {FORMAT!r}).")
-        pair = lambda v: (_decode(v[0]), _decode(v[1]))  # noqa: E731
-        plan = cls(qid=dict(d["qid"]), owners={k: list(v) for k, v in d["owners"].items()},
-                   fixed={q: pair(v) for q, v in d["fixed"].items()},
-                   ranges={q: pair(v) for q, v in d["ranges"].items()},
-                   weight_specs={n: QuantSpec.from_config(c) for n, c in d["weight_specs"].items()},
-                   weight_ranges={n: pair(v) for n, v in d["weight_ranges"].items()},
-                   derived=set(d.get("derived", ())), precision=dict(d.get("precision", {})))
+        try:
+            plan = cls._from_fields(d)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise SpecError(f"The plan is malformed ({type(e).__name__}: {e}): give a file written by "
+                            "QuantPlan.save.") from None
         bad = {n: p for n, p in plan.precision.items() if p not in PRECISIONS}
         if bad:
             raise SpecError(f"Unsupported precision in plan: {bad}; supported: {PRECISIONS}.")
         return plan
+
+    @classmethod
+    def _from_fields(cls, d: dict) -> "QuantPlan":
+        pair = lambda v: (_decode(v[0]), _decode(v[1]))  # noqa: E731
+        return cls(qid=dict(d["qid"]), owners={k: list(v) for k, v in d["owners"].items()},
+                   fixed={q: pair(v) for q, v in d["fixed"].items()},
+                   ranges={q: pair(v) for q, v in d["ranges"].items()},
+                   weight_specs={n: QuantSpec.from_config(dict(c)) for n, c in d["weight_specs"].items()},
+                   weight_ranges={n: pair(v) for n, v in d["weight_ranges"].items()},
+                   derived=set(d.get("derived", ())), precision=dict(d.get("precision", {})))
 
     def to_json(self, indent: Optional[int] = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
