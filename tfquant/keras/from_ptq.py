@@ -53,21 +53,24 @@ def _match(layer: QuantConv, nodes) -> Optional[str]:
 def _set_weights(layer: QuantConv, kernel: np.ndarray, bias: Optional[np.ndarray]) -> Optional[str]:
     """Put PTQ's folded (kernel, bias) in the layer; returns why not, or None."""
     inner = layer.layer
-    if bias is not None and np.any(bias != 0) and not inner.use_bias and layer.bn is None:
+    has_bias = bias is not None and bool(np.any(bias != 0))
+    if has_bias and not inner.use_bias and layer.bn is None:
         return "PTQ gave it a bias (bias correction) and the layer has none to hold it"
+    if has_bias and layer.bn is not None and layer.bn.beta is None and not inner.use_bias:
+        return "its batch norm has no beta to carry PTQ's bias"
     inner.kernel.assign(kernel.astype(np.float32))
     if layer.bn is not None:       # the identity, carrying the bias: QAT's fold gives (kernel, bias)
         bn = layer.bn
         c = kernel.shape[-1] if layer.kind != "depthwise" else kernel.shape[-2] * kernel.shape[-1]
         b = np.zeros(c, np.float32) if bias is None else bias.astype(np.float32)
-        if inner.use_bias:
-            inner.bias.assign(np.zeros_like(b))
         if bn.gamma is not None:
             bn.gamma.assign(np.ones(c, np.float32))
         if bn.beta is not None:
             bn.beta.assign(b)
-        elif np.any(b != 0):
-            return "its batch norm has no beta to carry PTQ's bias"
+            if inner.use_bias:
+                inner.bias.assign(np.zeros_like(b))
+        elif inner.use_bias:       # no beta: the conv's own bias carries it
+            inner.bias.assign(b)
         bn.moving_mean.assign(np.zeros(c, np.float32))
         bn.moving_variance.assign(np.full(c, 1.0 - bn.epsilon, np.float32))
     elif inner.use_bias:
