@@ -13,7 +13,9 @@ their input's quantizer; ops the IR does not know are emitted untouched from the
 their float outputs get a quantizer of their own.
 
 Modes: "float" (no quantization), "weights" (weights on their grid, activations float: what
-bias correction and AdaRound compare against), "quant" (weights and activations).
+bias correction and AdaRound compare against), "quant" (weights and activations). In "quant"
+mode an op runs int8 only if every tensor it reads and writes is int8 in the plan: an entry of
+precision "float" leaves its tensors float and the ops around them float (mixed precision).
 """
 from __future__ import annotations
 
