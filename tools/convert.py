@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags
 
+from tools import show_flags_in_help
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FLAGS = flags.FLAGS
@@ -129,6 +131,7 @@ def main(argv) -> int:
 
 def run() -> None:
     """Console-script entry point (tfquant-convert)."""
+    show_flags_in_help(__name__)
     app.run(main)
 
 

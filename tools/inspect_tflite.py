@@ -9,6 +9,8 @@ import sys
 
 from absl import app, flags
 
+from tools import show_flags_in_help
+
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("json", False, "Print the report as JSON instead of a table.")
 
@@ -30,6 +32,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
+    show_flags_in_help(__name__)
     app.run(main)
 
 

@@ -163,3 +163,14 @@ def test_convert_command_errors(keras3_dir, tmp_path):
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert not out.exists()
+
+
+def test_console_script_help_lists_the_flags():
+    """Installed as a console script, --help shows every flag (absl shows the key flags of the
+    module sys.argv[0] names, which is the wrapper script)."""
+    for module, flag in (("tools.convert", "--saved_model"), ("tools.inspect_tflite", "--[no]json")):
+        code = f"import sys; sys.argv = ['/usr/bin/tfquant-x', '--help']; from {module} import run; run()"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                              timeout=120)
+        assert proc.returncode == 0 and flag in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
