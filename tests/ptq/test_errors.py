@@ -173,4 +173,4 @@ def test_console_script_help_lists_the_flags():
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
                               timeout=120)
-        assert proc.returncode == 0 and flag in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert flag in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]     # (absl exits 1 after --help)
