@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from tools import show_flags_in_help
+from tools import quiet_unless_asked, show_flags_in_help
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -76,6 +76,7 @@ def config_overrides() -> dict:
 
 
 def main(argv) -> int:
+    quiet_unless_asked()
     if len(argv) > 1:
         return _fail(f"unexpected arguments {argv[1:]}; see --help.")
     if not FLAGS.saved_model or not FLAGS.output:

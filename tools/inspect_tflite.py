@@ -9,13 +9,14 @@ import sys
 
 from absl import app, flags
 
-from tools import show_flags_in_help
+from tools import quiet_unless_asked, show_flags_in_help
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("json", False, "Print the report as JSON instead of a table.")
 
 
 def main(argv: list[str]) -> int:
+    quiet_unless_asked()
     from tfquant.errors import ModelFileError
     from tfquant.export import inspect
 
