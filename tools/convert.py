@@ -1,8 +1,9 @@
-"""tfquant-convert: a SavedModel to an int8 TFLite flatbuffer with tfquant's PTQ pipeline.
+"""tfquant-convert: a SavedModel or a Keras model file to an int8 TFLite flatbuffer with tfquant's
+PTQ pipeline.
 
     tfquant-convert --saved_model DIR --output model.tflite \\
         [--calibration images_dir_or.npy] [--per_tensor] [--steps cle,bias_absorption,bias_correction]
-    tfquant-convert --saved_model DIR --output model.tflite --input_range=-1,1     # data-free
+    tfquant-convert --saved_model model.keras --output model.tflite --input_range=-1,1   # data-free
 
 Everything it does is `tfquant.ptq(...)`; it parses flags, prints the pipeline's report and what
 the flatbuffer holds, and turns a tfquant error into a one-line message and exit status 1.
@@ -19,7 +20,8 @@ from tools import quiet_unless_asked, show_flags_in_help
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("saved_model", None, "SavedModel directory to quantize.")
+flags.DEFINE_string("saved_model", None, "SavedModel directory to quantize, or a Keras model file "
+                    "(.keras, or .h5 that Keras 3 can load).")
 flags.DEFINE_string("signature", "serving_default", "Signature of the SavedModel to quantize.")
 flags.DEFINE_string("output", None, "Where to write the int8 .tflite flatbuffer.")
 flags.DEFINE_string("calibration", None, "Folder of images, or a .npy array [N, ...] of preprocessed "
@@ -32,6 +34,8 @@ flags.DEFINE_enum("activation_ranges", None, ["minmax", "mse", "percentile", "bn
                   "Activation range estimator (overrides --ranges).")
 flags.DEFINE_enum("weight_ranges", None, ["minmax", "mse"], "Weight range estimator (overrides --ranges).")
 flags.DEFINE_list("input_range", None, "min,max of the model input (required without calibration data).")
+flags.DEFINE_list("image_size", None, "height,width that calibration images from a folder are resized to "
+                  "(needed when the model's input size is not fixed).")
 flags.DEFINE_float("image_mean", 127.5, "Images from a folder become (pixel - mean) / std.")
 flags.DEFINE_float("image_std", 127.5, "Images from a folder become (pixel - mean) / std.")
 flags.DEFINE_integer("max_calibration_samples", None, "Calibration samples to read.")
@@ -56,6 +60,36 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _output_problem(path: str):
+    """Why `path` cannot be written, or None."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return f"--output {path!r} is a directory; give a file name such as model.tflite."
+    folder = os.path.dirname(path)
+    probe = folder
+    while not os.path.exists(probe):            # the folder is created on write: check its first existing parent
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write {path!r}: {probe!r} is not a writable folder."
+    return None
+
+
+def _load_model_file(path: str):
+    """A .keras / .h5 file as a Keras model (tfquant.ptq takes Keras models)."""
+    from tfquant.errors import ModelFileError
+
+    if not path.endswith((".keras", ".h5", ".hdf5")):
+        raise ModelFileError(f"{path!r} is a file: give a SavedModel directory or a .keras / .h5 Keras model.")
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for unreadable files
+        raise ModelFileError(f"Keras could not load {path!r} ({type(e).__name__}: {str(e)[:200]}). A Keras 2 "
+                             "(tf_keras) model: export it as a SavedModel (model.export(dir)) and pass the "
+                             "directory.") from None
+
+
 def config_overrides() -> dict:
     """PTQConfig fields from the flags (only those given)."""
     options: dict = {"per_channel": not FLAGS.per_tensor, "progress": FLAGS.progress,
@@ -66,6 +100,12 @@ def config_overrides() -> dict:
                  "adaround_iterations"):
         if getattr(FLAGS, name) is not None:
             options[name] = getattr(FLAGS, name)
+    if FLAGS.image_size is not None:
+        try:
+            h, w = (int(v) for v in FLAGS.image_size)
+        except ValueError:
+            raise ValueError(f"--image_size must be two integers height,width, got {','.join(FLAGS.image_size)!r}.")
+        options["image_size"] = (h, w)
     if FLAGS.input_range is not None:
         try:
             lo, hi = (float(v) for v in FLAGS.input_range)
@@ -90,8 +130,12 @@ def main(argv) -> int:
         options = config_overrides()
     except ValueError as e:
         return _fail(str(e))
+    problem = _output_problem(FLAGS.output) or (FLAGS.plan_output and _output_problem(FLAGS.plan_output))
+    if problem:                       # before any work: nothing half-done, nothing written
+        return _fail(problem)
     try:
-        sim = tfquant.ptq(FLAGS.saved_model, FLAGS.calibration, signature=FLAGS.signature,
+        model = _load_model_file(FLAGS.saved_model) if os.path.isfile(FLAGS.saved_model) else FLAGS.saved_model
+        sim = tfquant.ptq(model, FLAGS.calibration, signature=FLAGS.signature,
                           saved_model_output=FLAGS.saved_model_output, **options)
         print(sim.report.summary())
         samples = None

@@ -158,11 +158,28 @@ def test_convert_command_errors(keras3_dir, tmp_path):
          "No plan entry or tensor matches"),
         (("--saved_model", keras3_dir, "--output", str(out), "--input_range=-1,1", "--plan", str(bad)),
          "not valid JSON"),
+        (("--saved_model", keras3_dir, "--output", str(tmp_path), "--input_range=-1,1"), "is a directory"),
+        (("--saved_model", keras3_dir, "--output", str(bad / "m.tflite"), "--input_range=-1,1"),
+         "is not a writable folder"),
+        (("--saved_model", str(bad), "--output", str(out), "--input_range=-1,1"), "is a file: give a SavedModel"),
+        (("--saved_model", keras3_dir, "--output", str(out), "--input_range=-1,1", "--image_size", "a,b"),
+         "--image_size must be two integers"),
     ):
         proc = _convert(*args, "--noprogress")
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert not out.exists()
+
+
+def test_convert_command_keras_file(tmp_path):
+    path = tmp_path / "model.keras"
+    ptq_models.keras3_model().save(path)
+    out = tmp_path / "m.tflite"
+    proc = _convert("--saved_model", str(path), "--output", str(out), "--input_range=-1,1", "--noprogress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = tfquant.inspect(str(out))
+    assert not report.float_ops and len(report.tensors[report.ops_of_type("CONV_2D")[0].inputs[1]].scales) > 1
+    assert "oneDNN" not in proc.stderr and "cuda" not in proc.stderr.lower()    # TF's start-up noise kept out
 
 
 def test_console_script_help_lists_the_flags():
