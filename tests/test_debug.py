@@ -90,6 +90,10 @@ def test_qat_model_is_diagnosed_by_the_same_code(ptq_diagnosis):
     tfquant.keras.calibrate(qmodel, data(256, 0))
     d = tfquant.debug.diagnose(qmodel, data(128, 1))
     assert d.route == "QAT" and d.fp32_sanity_db == float("inf")
+    # the flatbuffer against the exact simulation, intermediate tensors included (layer by layer,
+    # eagerly in exact mode: not the fake-quant trace, which reads 1-LSB differences as faults)
+    assert d.tflite_exact == 1.0 and len(d.tensor_fidelity) >= 4
+    assert all(exact == 1.0 for _, exact, _ in d.tensor_fidelity), d.tensor_fidelity
     assert d.suspects[0].layer == "spiky" and d.fix_floats == ["spiky/output"]
     assert d.fixed_db > d.quantized_db + 6
     # the QAT model's own ranges are untouched by the debugger

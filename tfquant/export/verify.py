@@ -153,13 +153,9 @@ def _simulated_value(fake_quant_op) -> tf.Tensor:
     return fake_quant_op.outputs[0]
 
 
-def _intermediate_fidelity(simulation, runner: TFLiteRunner, inputs: list[np.ndarray]) -> list[Fidelity]:
-    """Compare each activation FakeQuant of the simulation with the flatbuffer tensor it became.
-
-    The converter renames tensors after fused ops, so a FakeQuant op and a flatbuffer tensor
-    are matched by what they must share: scale, zero point and shape. Ambiguous matches (a
-    shared quantizer over tensors of one shape) are skipped.
-    """
+def _graph_candidates(simulation, inputs: list[np.ndarray]) -> list[tuple[str, float, int, np.ndarray]]:
+    """(name, scale, zero point, simulated value) of each activation FakeQuant of a traced
+    simulation (its exact value where the graph is an exact-mode one)."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     try:
@@ -176,12 +172,63 @@ def _intermediate_fidelity(simulation, runner: TFLiteRunner, inputs: list[np.nda
     fetches = [wrapped.graph.get_tensor_by_name(op.inputs[k].name) for op in fq_ops for k in (1, 2)]
     fetches += [wrapped.graph.get_tensor_by_name(_simulated_value(op).name) for op in fq_ops]
     values = [np.asarray(v) for v in wrapped.prune(feeds, fetches)(*[tf.constant(a, tf.float32) for a in inputs])]
-    candidates: dict[tuple, list] = {}
+    out = []
     for i, op in enumerate(fq_ops):
         spec = QuantSpec(bits=op.get_attr("num_bits"), narrow_range=op.get_attr("narrow_range"))
         scale, zp = converter_params(values[2 * i], values[2 * i + 1], spec)
-        sim = values[2 * len(fq_ops) + i]
-        candidates.setdefault((int(zp), sim.shape[1:]), []).append((float(scale), op.name, sim))
+        out.append((op.name, float(scale), int(zp), values[2 * len(fq_ops) + i]))
+    return out
+
+
+def _keras_candidates(qmodel, inputs: list[np.ndarray]) -> list[tuple[str, float, int, np.ndarray]]:
+    """The same for a tfquant QAT model: each top-level tfquant layer's output, computed eagerly in
+    the exact simulation mode (a traced Keras model cannot run its exact kernels: they need the
+    ranges' values), with the grid its output quantizer gives."""
+    import keras
+
+    from tfquant.core.quant_params import quant_params
+    from tfquant.keras.errors import WiringError
+    from tfquant.keras.layers import QuantLayer
+
+    chosen = []
+    for layer in qmodel.layers:
+        if not isinstance(layer, QuantLayer) or not isinstance(layer.output, keras.KerasTensor):
+            continue
+        try:
+            q = layer.output_quantizer()
+        except WiringError:
+            continue
+        if q is not None:
+            chosen.append((layer, q))
+    if not chosen:
+        return []
+    probe = keras.Model(qmodel.inputs, [layer.output for layer, _ in chosen])
+    with simulation_mode("exact"):
+        values = probe(inputs[0] if len(inputs) == 1 else inputs, training=False)
+    values = values if isinstance(values, (list, tuple)) else [values]
+    out = []
+    for (layer, q), v in zip(chosen, values):
+        lo, hi = q.range()
+        p = quant_params(np.asarray(lo), np.asarray(hi), q.spec)
+        out.append((layer.name, float(p.scale), int(p.zero_point), np.asarray(v)))
+    return out
+
+
+def _intermediate_fidelity(simulation, runner: TFLiteRunner, inputs: list[np.ndarray]) -> list[Fidelity]:
+    """Compare each activation quantizer of the simulation with the flatbuffer tensor it became.
+
+    The converter renames tensors after fused ops, so a quantized tensor of the simulation and a
+    flatbuffer tensor are matched by what they must share: scale, zero point and shape.
+    Ambiguous matches (a shared quantizer over tensors of one shape) are skipped. The simulated
+    values are the exact simulation's (a QAT model's layers run eagerly in exact mode).
+    """
+    import keras
+
+    found_all = (_keras_candidates(simulation, inputs) if isinstance(simulation, keras.Model)
+                 else _graph_candidates(simulation, inputs))
+    candidates: dict[tuple, list] = {}
+    for name, scale, zp, sim in found_all:
+        candidates.setdefault((zp, sim.shape[1:]), []).append((scale, name, sim))
     matches = []
     for t in runner.report.tensors:
         if t.is_constant or t.dtype not in ("INT8", "INT16") or len(t.scales) != 1:
