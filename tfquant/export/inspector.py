@@ -219,8 +219,16 @@ def inspect(model: Union[str, os.PathLike, bytes, bytearray]) -> ModelReport:
     try:
         m = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
         subgraph = m.subgraphs[0]
+        report = _report(m, subgraph, len(data))
+    except ModelFileError:
+        raise
     except Exception as e:  # noqa: BLE001 - flatbuffers raises assorted errors on bad data
-        raise ModelFileError(f"The TFLite flatbuffer could not be parsed ({e}): it is corrupt.") from e
+        raise ModelFileError(f"The TFLite flatbuffer could not be parsed ({type(e).__name__}: {str(e)[:120]}): "
+                             "it is corrupt (truncated or damaged). Re-export it with tfquant.to_tflite.") from None
+    return report
+
+
+def _report(m, subgraph, size: int) -> ModelReport:
 
     tensors = []
     for i, t in enumerate(subgraph.tensors):
@@ -253,10 +261,13 @@ def inspect(model: Union[str, os.PathLike, bytes, bytearray]) -> ModelReport:
             name = "CUSTOM:" + (custom.decode() if isinstance(custom, bytes) else str(custom))
         ins = [int(x) for x in (op.inputs if op.inputs is not None else [])]
         outs = [int(x) for x in (op.outputs if op.outputs is not None else [])]
+        if any(x >= len(tensors) or x < -1 for x in ins + outs):
+            raise ModelFileError(f"Op {i} ({name}) refers to a tensor that does not exist: the flatbuffer "
+                                 "is corrupt. Re-export it with tfquant.to_tflite.")
         touches_float = any(tensors[x].dtype in FLOAT_TYPES for x in ins + outs if x >= 0)
         ops.append(OpInfo(index=i, op=name, inputs=ins, outputs=outs,
                           is_float=touches_float and name not in BOUNDARY_OPS))
-    return ModelReport(ops=ops, tensors=tensors,
-                       inputs=[int(x) for x in subgraph.inputs],
-                       outputs=[int(x) for x in subgraph.outputs],
-                       size_bytes=len(data))
+    io = [int(x) for x in subgraph.inputs], [int(x) for x in subgraph.outputs]
+    if any(not 0 <= x < len(tensors) for x in io[0] + io[1]):
+        raise ModelFileError("The model's inputs or outputs refer to tensors that do not exist: the flatbuffer is corrupt.")
+    return ModelReport(ops=ops, tensors=tensors, inputs=io[0], outputs=io[1], size_bytes=size)

@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfquant.core.quant_params import dequantize, quantize
 from tfquant.core.spec import QuantSpec
-from tfquant.errors import DataError
+from tfquant.errors import DataError, ModelFileError
 from tfquant.export.inspector import inspect, load_model_bytes
 
 KERNELS = {
@@ -48,11 +48,15 @@ class TFLiteRunner:
         self.report = inspect(self.model_bytes)
         self.kernels = kernels
         self.preserve_all_tensors = preserve_all_tensors
-        self.interpreter = Interpreter(
-            model_content=self.model_bytes, num_threads=num_threads,
-            experimental_op_resolver_type=KERNELS[kernels],
-            experimental_preserve_all_tensors=preserve_all_tensors)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = Interpreter(
+                model_content=self.model_bytes, num_threads=num_threads,
+                experimental_op_resolver_type=KERNELS[kernels],
+                experimental_preserve_all_tensors=preserve_all_tensors)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:       # LiteRT's own errors on a model it cannot load
+            raise ModelFileError(f"The TFLite interpreter cannot load this model ({str(e).splitlines()[0][:160]}): "
+                                 "it is corrupt, or uses ops this LiteRT does not have.") from None
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()
         self._batch = None
