@@ -168,9 +168,12 @@ def activation_bounds(activation: Optional[str], scale: float, zero_point: int,
 # ---- kernels -----------------------------------------------------------------------------------
 def quantize_bias(bias, bias_scale) -> tf.Tensor:
     """The int32 bias the converter writes (as int64): round half away from zero of
-    bias / bias_scale in double, bias_scale = input real_scale * weight real_scale (per channel)."""
+    bias / bias_scale in double, bias_scale = input real_scale * weight real_scale (per channel),
+    saturated to int32 as the converter does (a dead channel's tiny weight scale sends its bias
+    far beyond it: left unclamped, the accumulator would wrap where TFLite's saturates)."""
     scale = np.asarray(bias_scale, np.float64).reshape(-1)
-    return tf.cast(round_half_away(tf.cast(bias, tf.float64) / scale), tf.int64)
+    q = tf.clip_by_value(round_half_away(tf.cast(bias, tf.float64) / scale), float(INT32_MIN), float(INT32_MAX))
+    return tf.cast(q, tf.int64)
 
 
 def linear(op: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], x: tf.Tensor, kernel_q: tf.Tensor,
