@@ -108,3 +108,17 @@ def test_fixed_quantizer_is_tflites_softmax_grid():
     np.testing.assert_allclose(y.numpy(), [0.0, 0.5, 255 / 256, 255 / 256])
     p = quant_params(*q.range(), QuantSpec.activation())
     assert float(p.scale) == 1 / 256 and int(p.zero_point) == -128
+
+
+def test_export_of_a_never_calibrated_model_is_refused():
+    import keras
+
+    import tfquant
+
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))))
+    qmodel = tfquant.quantize_model(model)
+    with pytest.raises(tfquant.ExportError, match="have no range .*tfquant.calibrate"):
+        tfquant.to_tflite(qmodel)
+    tfquant.keras.calibrate(qmodel, np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 3)).astype(np.float32))
+    assert tfquant.inspect(tfquant.to_tflite(qmodel)).float_ops == []

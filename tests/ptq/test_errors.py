@@ -46,6 +46,7 @@ def test_missing_signature(keras3_dir, calibration):
     (np.zeros((0, 16, 16, 3), np.float32), "calibration set is empty"),
     ([np.zeros((16, 16, 3)), np.zeros((8, 3))], "ragged"),
     ("nothing_here.npy", "does not exist"),
+    (np.zeros((8, 16, 16, 3), np.float32), "calibration data are constant"),
 ])
 def test_bad_calibration_data(keras3_dir, data, match):
     with pytest.raises(DataError, match=match):

@@ -102,6 +102,22 @@ def fake_quant_nodes(graph_def: tf.compat.v1.GraphDef) -> list:
     return nodes
 
 
+def _uncalibrated(model) -> list[str]:
+    """A QAT Keras model's activation quantizers that never saw data (they would export a grid
+    collapsed on 0: a flatbuffer that outputs constants)."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        return []
+    from tfquant.keras import quantizer_state
+
+    missing = [name for name, (_, _, initialized) in quantizer_state(model).items() if not initialized]
+    if not missing:
+        return []
+    return [f"{len(missing)} activation quantizer(s) have no range ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}): run tfquant.calibrate(qmodel, data) or train the model first"]
+
+
 def _checked_frozen_function(graph: Exportable):
     """The concrete function to convert, checked and frozen, and whether it has low-bit weights."""
     with simulation_mode("fake_quant"):   # the converter must see FakeQuant ops, not emulation
@@ -182,7 +198,7 @@ def to_tflite(graph: Exportable, path: Optional[Union[str, os.PathLike]] = None,
     one the converter rejects.
     """
     with with_plan(graph, plan) as graph:   # the plan's ranges are read when the graph is frozen
-        problems = graph.export_problems() if is_ptq_result(graph) else []
+        problems = graph.export_problems() if is_ptq_result(graph) else _uncalibrated(graph)
         if problems:
             raise ExportError("The plan cannot be exported as asked: " + "; ".join(problems))
         fn, low_bit = _checked_frozen_function(graph)

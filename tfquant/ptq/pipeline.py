@@ -249,8 +249,12 @@ def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None,
                         "input_range=(min, max) (e.g. (-1.0, 1.0) for inputs scaled to [-1, 1]) or give "
                         "calibration data.")
     cal = None if data_free else Calibration.of(calibration, graph.inputs[0], config)
-    if cal is not None:   # fail early on empty, mistyped or misshapen data
-        next(iter(cal.batches(1, limit=1)))
+    if cal is not None:   # fail early on empty, mistyped, misshapen or constant data
+        first = next(iter(cal.batches(config.batch_size, limit=config.batch_size)))
+        if first.shape[0] > 1 and float(np.ptp(first)) == 0.0:
+            raise DataError(f"The calibration data are constant (the first {first.shape[0]} samples are all "
+                            f"{float(first.flat[0])!r}): ranges set from them would quantize every real input "
+                            "to a constant. Give real, preprocessed samples.")
     report.unknown_ops = graph.unknown_ops
     lap("import")
 
