@@ -192,3 +192,22 @@ def test_console_script_help_lists_the_flags():
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
                               timeout=120)
         assert flag in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]     # (absl exits 1 after --help)
+
+
+def test_subclassed_keras_model_gets_a_clear_error():
+    import keras
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3)
+
+        def call(self, x):
+            return self.conv(x)
+
+    net = Net()
+    net(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ModelFileError, match="subclassed model.*model.export"):
+        tfquant.ptq(net, np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype(np.float32), **FAST)
+    with pytest.raises(tfquant.ExportError, match="subclassed model"):
+        tfquant.to_tflite(net)

@@ -33,11 +33,14 @@ Exportable = Union[tf.keras.Model, "tf.types.experimental.ConcreteFunction", "tf
 
 
 def _keras_concrete_function(model) -> tf.types.experimental.ConcreteFunction:
-    inputs = model.inputs
+    try:
+        inputs = model.inputs
+    except AttributeError:          # a subclassed model has no symbolic inputs
+        inputs = None
     if not inputs:
         raise ExportError(
-            f"Keras model {model.name!r} has no defined inputs: build it with keras.Input "
-            "(Functional or Sequential with an input shape) before exporting.")
+            f"Keras model {model.name!r} has no defined inputs (a subclassed model?): build it "
+            "with keras.Input (Functional or Sequential with an input shape) before exporting.")
     specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in inputs]
 
     if len(specs) == 1:

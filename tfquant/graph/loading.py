@@ -36,10 +36,14 @@ def _saved_model_function(path: str, signature: str):
 
 
 def _keras_function(model):
-    inputs = model.inputs
+    try:
+        inputs = model.inputs
+    except AttributeError:          # a subclassed model has no symbolic inputs
+        inputs = None
     if not inputs:
-        raise ModelFileError(f"Keras model {model.name!r} has no defined inputs: build it with "
-                             "keras.Input (Functional, or Sequential with an input shape).")
+        raise ModelFileError(f"Keras model {model.name!r} has no defined inputs (a subclassed model?): build it "
+                             "with keras.Input (Functional, or Sequential with an input shape), or export it "
+                             "as a SavedModel (model.export(dir)) and quantize the directory.")
     specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in inputs]
     if len(specs) == 1:
         fn = tf.function(lambda x: model(x, training=False), input_signature=specs, autograph=False)
