@@ -211,3 +211,21 @@ def test_subclassed_keras_model_gets_a_clear_error():
         tfquant.ptq(net, np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype(np.float32), **FAST)
     with pytest.raises(tfquant.ExportError, match="subclassed model"):
         tfquant.to_tflite(net)
+
+
+def test_a_while_loop_is_refused_not_a_hang():
+    import keras
+
+    inp = keras.Input((6, 4))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.LSTM(8)(inp)))
+    with pytest.raises(ModelFileError, match="has a loop .*LSTM"):
+        tfquant.ptq(model, np.random.default_rng(0).uniform(size=(16, 6, 4)).astype(np.float32), **FAST)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def looped(x):
+        k = tf.constant(np.eye(4, dtype=np.float32))
+        _, y = tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, tf.nn.relu(tf.matmul(v, k))), [0, x])
+        return tf.matmul(y, k)
+
+    with pytest.raises(ModelFileError, match="tf.while_loop"):
+        tfquant.ptq(looped, np.random.default_rng(0).uniform(size=(16, 4)).astype(np.float32), **FAST)

@@ -83,20 +83,33 @@ class _Importer:
         deps = {n: [split_ref(self.resolve(i))[0] for i in self.defs[n].input if not i.startswith("^")]
                 for n in self.order}
         done: set[str] = set()
+        active: set[str] = set()          # on the current path: meeting one again is a cycle
         out: list[str] = []
         for start in self.order:
             stack = [(start, False)]
             while stack:
                 name, expanded = stack.pop()
-                if name in done or name not in self.defs:
-                    continue
                 if expanded:
+                    active.discard(name)
                     done.add(name)
                     out.append(name)
                     continue
+                if name in done or name not in self.defs:
+                    continue
+                if name in active:
+                    raise self._loop_error(name)
+                active.add(name)
                 stack.append((name, True))
                 stack.extend((d, False) for d in deps[name] if d not in done)
         return out
+
+    def _loop_error(self, name: str) -> ModelFileError:
+        ops = sorted({self.defs[n].op for n in self.defs if self.defs[n].op in
+                      ("Enter", "Exit", "Merge", "Switch", "NextIteration", "LoopCond")}) or [self.defs[name].op]
+        return ModelFileError(
+            f"The model's graph has a loop (at {name!r}; ops {', '.join(ops)}): a While loop such as a "
+            "Keras LSTM / GRU or tf.while_loop. tfquant.ptq quantizes feed-forward graphs only; quantize "
+            "the model without its recurrent part, or keep it in float with the TFLite converter.")
 
     def fold_constants(self) -> None:
         from tensorflow.python.framework import op_def_registry
