@@ -122,3 +122,16 @@ def test_export_of_a_never_calibrated_model_is_refused():
         tfquant.to_tflite(qmodel)
     tfquant.keras.calibrate(qmodel, np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 3)).astype(np.float32))
     assert tfquant.inspect(tfquant.to_tflite(qmodel)).float_ops == []
+
+
+def test_calibrate_checks_the_data_like_ptq():
+    import keras
+
+    import tfquant
+
+    inp = keras.Input((8, 8, 3))
+    qmodel = tfquant.quantize_model(keras.Model(inp, keras.layers.Conv2D(4, 3)(inp)))
+    with pytest.raises(tfquant.DataError, match=r"samples of shape \[6, 6, 3\] but .* expects \[8, 8, 3\]"):
+        tfquant.keras.calibrate(qmodel, np.zeros((4, 6, 6, 3), np.float32))
+    with pytest.raises(tfquant.DataError, match="must be floating point, got uint8"):
+        tfquant.keras.calibrate(qmodel, np.zeros((4, 8, 8, 3), np.uint8))

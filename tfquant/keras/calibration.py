@@ -66,6 +66,20 @@ def _batches(data, steps: Optional[int], batch_size: int, num_inputs: int):
         count += 1
 
 
+def _check_batch(qmodel: keras.Model, batch) -> None:
+    """The first batch against the model's inputs: float, and the right sample shape (the
+    message PTQ gives, instead of an error from deep inside the model)."""
+    arrays = batch if isinstance(batch, (list, tuple)) else [batch]
+    for a, spec in zip(arrays, qmodel.inputs):
+        dtype = tf.as_dtype(a.dtype) if isinstance(a, tf.Tensor) else np.asarray(a).dtype
+        if not np.issubdtype(np.dtype(getattr(dtype, "as_numpy_dtype", dtype)), np.floating):
+            raise DataError(f"calibrate: the data for input {spec.name!r} must be floating point, got "
+                            f"{np.dtype(getattr(dtype, 'as_numpy_dtype', dtype)).name} (preprocess images to float first).")
+        want, got = list(spec.shape[1:]), list(np.shape(a)[1:])
+        if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+            raise DataError(f"calibrate: samples of shape {got} but the model's input {spec.name!r} expects {want}.")
+
+
 def calibrate(qmodel: keras.Model, data, steps: Optional[int] = None, *, batch_size: int = 32,
               estimator: str = "minmax", **estimator_kwargs) -> dict[str, tuple[float, float]]:
     """Set every activation range of `qmodel` from `data` (array, list of arrays for several
@@ -79,6 +93,8 @@ def calibrate(qmodel: keras.Model, data, steps: Optional[int] = None, *, batch_s
     seen = 0
     with calibration_scope(calibrator):
         for batch in _batches(data, steps, batch_size, len(qmodel.inputs)):
+            if seen == 0:
+                _check_batch(qmodel, batch)
             qmodel(batch, training=False)
             seen += 1
     if seen == 0:
