@@ -60,11 +60,13 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _output_problem(path: str):
-    """Why `path` cannot be written, or None."""
+def _output_problem(path: str, directory: bool = False):
+    """Why `path` (a file, or a folder to create) cannot be written, or None."""
     path = os.path.abspath(path)
-    if os.path.isdir(path):
+    if not directory and os.path.isdir(path):
         return f"--output {path!r} is a directory; give a file name such as model.tflite."
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        return f"{path!r} is a file; the output there is a folder."
     folder = os.path.dirname(path)
     probe = folder
     while not os.path.exists(probe):            # the folder is created on write: check its first existing parent
@@ -130,7 +132,9 @@ def main(argv) -> int:
         options = config_overrides()
     except ValueError as e:
         return _fail(str(e))
-    problem = _output_problem(FLAGS.output) or (FLAGS.plan_output and _output_problem(FLAGS.plan_output))
+    problem = _output_problem(FLAGS.output) or (FLAGS.plan_output and _output_problem(FLAGS.plan_output)) \
+        or (FLAGS.saved_model_output and _output_problem(FLAGS.saved_model_output, directory=True)) \
+        or (FLAGS.report and _output_problem(FLAGS.report, directory=True))
     if problem:                       # before any work: nothing half-done, nothing written
         return _fail(problem)
     try:
@@ -174,10 +178,18 @@ def main(argv) -> int:
     return 0
 
 
+def _main_interruptible(argv) -> int:
+    try:
+        return main(argv)
+    except KeyboardInterrupt:                 # Ctrl-C: outputs are atomic, nothing half-written
+        print("tfquant-convert: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
 def run() -> None:
     """Console-script entry point (tfquant-convert)."""
     show_flags_in_help(__name__)
-    app.run(main)
+    app.run(_main_interruptible)
 
 
 if __name__ == "__main__":

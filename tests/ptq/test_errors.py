@@ -165,6 +165,8 @@ def test_convert_command_errors(keras3_dir, tmp_path):
         (("--saved_model", str(bad), "--output", str(out), "--input_range=-1,1"), "is a file: give a SavedModel"),
         (("--saved_model", keras3_dir, "--output", str(out), "--input_range=-1,1", "--image_size", "a,b"),
          "--image_size must be two integers"),
+        (("--saved_model", keras3_dir, "--output", str(out), "--input_range=-1,1", "--saved_model_output", str(bad)),
+         "is a file; the output there is a folder"),
     ):
         proc = _convert(*args, "--noprogress")
         assert proc.returncode == 1, proc.stderr[-2000:]
@@ -229,3 +231,15 @@ def test_a_while_loop_is_refused_not_a_hang():
 
     with pytest.raises(ModelFileError, match="tf.while_loop"):
         tfquant.ptq(looped, np.random.default_rng(0).uniform(size=(16, 4)).astype(np.float32), **FAST)
+
+
+def test_a_tf_data_pipeline_failing_midway_is_a_data_error(keras3_dir):
+    def gen():
+        for i in range(64):
+            if i == 40:
+                raise IOError("disk went away")
+            yield np.full((16, 16, 3), i / 64.0, np.float32)
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec((16, 16, 3), tf.float32)).batch(8)
+    with pytest.raises(DataError, match="failed while being read"):
+        tfquant.ptq(keras3_dir, ds, **FAST)

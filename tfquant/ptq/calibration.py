@@ -121,7 +121,7 @@ class Calibration:
         seen = 0
         pending: list[np.ndarray] = []
         count = 0
-        for raw in self._raw_batches(batch_size):
+        for raw in self._guarded(self._raw_batches(batch_size)):
             batch = self._check(np.asarray(raw))
             if batch.shape[0] == 0:
                 continue
@@ -141,6 +141,21 @@ class Calibration:
             yield np.concatenate(pending) if len(pending) > 1 else pending[0]
         if seen == 0:
             raise DataError(f"The calibration set is empty ({self.describe}).")
+
+    def _guarded(self, raws):
+        """The source's batches; an error inside a tf.data pipeline becomes a DataError."""
+        import tensorflow as tf
+
+        iterator = iter(raws)
+        while True:
+            try:
+                raw = next(iterator)
+            except StopIteration:
+                return
+            except tf.errors.OpError as e:
+                raise DataError(f"The calibration data source failed while being read ({self.describe}): "
+                                f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+            yield raw
 
     def take(self, n: int, batch_size: int = 64) -> np.ndarray:
         """The first `n` samples (or all there are) as one array."""
