@@ -175,6 +175,8 @@ def main(argv) -> int:
             print(sim.verify(samples, kernels=("reference",)).table())
     except TFQuantError as e:
         return _fail(str(e))
+    except OSError as e:             # disk full, permissions changed under us: the writes are atomic
+        return _fail(f"could not write {e.filename or 'an output'}: {e.strerror or e}; nothing half-written was left.")
     return 0
 
 
