@@ -223,3 +223,22 @@ def test_bits_config_is_refused_before_touching_the_model(bits):
         quantize_model(convnet(), {"weight_bits": bits})
     with pytest.raises(SpecError, match=f"bits={bits}"):
         quantize_model(convnet(), {"activation_bits": bits})
+
+
+def test_keras_op_with_a_constant_is_left_float_not_a_crash():
+    """`x + 3.0` in a Functional graph is a Keras op, not a layer (MobileNetV3's hard-sigmoid,
+    ConvNeXt): it stays float, reported, and the rest is quantized and exact."""
+    import keras
+
+    import tfquant
+
+    x = keras.Input((16, 16, 3))
+    with pytest.warns(UserWarning, match="left these layers in float"):
+        qmodel = tfquant.quantize_model(keras.Model(x, keras.layers.Conv2D(4, 1)(x + 3.0)))
+    report = tfquant.keras.quantization_report(qmodel)
+    assert [r.class_name for r in report.float_layers] == ["Add"]
+    data = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32)
+    tfquant.keras.calibrate(qmodel, data)
+    tflite = tfquant.to_tflite(qmodel)
+    assert [o.op for o in tfquant.inspect(tflite).float_ops] == ["ADD"]
+    assert tfquant.verify(tflite, qmodel, data, kernels=("reference",)).exact_fraction == 1.0

@@ -57,7 +57,8 @@ def _clone(layer, name: Optional[str] = None):
 
 
 def _copy_weights(target, source) -> None:
-    if target is not source and source.weights:
+    # `source` may be a Keras op rather than a layer (`x + 3.0` in a Functional graph): no weights
+    if target is not source and getattr(source, "weights", None):
         target.set_weights(source.get_weights())
 
 
