@@ -102,18 +102,15 @@ def config_overrides() -> dict:
                  "adaround_iterations"):
         if getattr(FLAGS, name) is not None:
             options[name] = getattr(FLAGS, name)
-    if FLAGS.image_size is not None:
-        try:
-            h, w = (int(v) for v in FLAGS.image_size)
-        except ValueError:
-            raise ValueError(f"--image_size must be two integers height,width, got {','.join(FLAGS.image_size)!r}.")
-        options["image_size"] = (h, w)
-    if FLAGS.input_range is not None:
-        try:
-            lo, hi = (float(v) for v in FLAGS.input_range)
-        except ValueError:
-            raise ValueError(f"--input_range must be two numbers min,max, got {','.join(FLAGS.input_range)!r}.")
-        options["input_range"] = (lo, hi)
+    for name, kind, what in (("image_size", int, "two integers height,width"),
+                             ("input_range", float, "two numbers min,max")):
+        values = getattr(FLAGS, name)
+        if values is not None:
+            try:
+                a, b = (kind(v) for v in values)
+            except ValueError:
+                raise ValueError(f"--{name} must be {what}, got {','.join(values)!r}.") from None
+            options[name] = (a, b)
     return options
 
 
