@@ -20,19 +20,8 @@ from typing import Optional
 import numpy as np
 
 from tfquant.debug.subjects import subject_of
+from tfquant.export.verify import sqnr_db, top1_agreement as agreement
 from tfquant.errors import DataError
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    noise = float(np.mean((reference.astype(np.float64) - test) ** 2))
-    signal = float(np.mean(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, 1e-30) / noise)
-
-
-def agreement(reference: np.ndarray, test: np.ndarray) -> Optional[float]:
-    if reference.ndim < 2 or reference.shape[-1] < 2:
-        return None
-    return float(np.mean(np.argmax(reference, -1) == np.argmax(test, -1)))
 
 
 @dataclasses.dataclass

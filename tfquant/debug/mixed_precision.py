@@ -20,8 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from tfquant.debug.diagnose import agreement, sqnr_db
 from tfquant.debug.subjects import PTQSubject
+from tfquant.export.verify import sqnr_db, top1_agreement as agreement
 from tfquant.errors import SpecError, TFQuantError
 
 

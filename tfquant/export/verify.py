@@ -116,7 +116,8 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
-def _top1(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """Fraction of rows (classes on the last axis) whose argmax agrees; None without classes."""
     if a.ndim < 2 or a.shape[-1] < 2:
         return None
     return float(np.mean(np.argmax(a.reshape(-1, a.shape[-1]), -1) == np.argmax(b.reshape(-1, b.shape[-1]), -1)))
@@ -303,8 +304,8 @@ def verify(model, simulation: Callable, inputs, float_model: Optional[Callable] 
             reports.append(OutputReport(
                 kernels=k,
                 fidelity=Fidelity.of(runner.report.tensors[index].name.split(";")[0], predicted, q),
-                top1_vs_simulation=_top1(sim.reshape(q.shape), actual_float),
-                top1_vs_float=None if fl is None else _top1(fl, actual_float),
+                top1_vs_simulation=top1_agreement(sim.reshape(q.shape), actual_float),
+                top1_vs_float=None if fl is None else top1_agreement(fl, actual_float),
                 sqnr_vs_float_db=None if fl is None else sqnr_db(fl, actual_float),
                 sqnr_vs_simulation_db=sqnr_db(sim.reshape(q.shape), actual_float)))
     result = VerificationResult(outputs=reports, tensors=tensors, samples=int(arrays[0].shape[0]))

@@ -121,5 +121,5 @@ def init_from_ptq(qmodel: keras.Model, result, calibration=None, *, batch_size: 
             continue
         if plan.is_owner(tensor) and plan.qid[tensor] not in plan.fixed and plan.qid[tensor] in plan.ranges:
             q.set_range(*plan.range_of(tensor))
-            report.ranges.append(f"{layer.name}/output")
+            report.ranges.append(q.name)
     return report

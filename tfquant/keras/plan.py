@@ -37,10 +37,6 @@ def _quant_layers(qmodel) -> list[QuantLayer]:
     return layers
 
 
-def _quantizer_id(layer: QuantLayer, name: str) -> str:
-    return f"{layer.name}/{name}"
-
-
 def _weight_entries(layer: QuantConv):
     """(name, spec, (lo, hi)) of each kernel of a QuantConv, as its forward pass computes them."""
     kernel, _ = layer.folded_weights()
@@ -69,16 +65,16 @@ def plan_of(qmodel: keras.Model) -> QuantPlan:
     ids = {}
     for layer in layers:
         for name, q in layer.quantizers().items():
-            ids[id(q)] = _quantizer_id(layer, name)
-            _add_quantizer(plan, ids[id(q)], q, f"{layer.name}:0" if name == "output" else f"{layer.name}/{name}:0")
+            ids[id(q)] = q.name               # "<layer>/<quantizer>", given when the layer built it
+            _add_quantizer(plan, q.name, q, f"{layer.name}:0" if name == "output" else f"{q.name}:0")
     for layer in layers:
         try:
             out = layer.output_quantizer()
         except WiringError:          # a concat's producer not wired to one: no grid of its own
             out = None
         if isinstance(out, FixedQuantizer) and id(out) not in ids:      # softmax, sigmoid, tanh
-            ids[id(out)] = _quantizer_id(layer, "output")
-            _add_quantizer(plan, ids[id(out)], out, f"{layer.name}:0")
+            ids[id(out)] = out.name
+            _add_quantizer(plan, out.name, out, f"{layer.name}:0")
         elif out is not None and id(out) in ids:
             plan.qid[f"{layer.name}:0"] = ids[id(out)]
         if isinstance(layer, QuantConv):
@@ -97,10 +93,9 @@ def apply_plan(qmodel: keras.Model, plan: QuantPlan) -> None:
         raise SpecError(f"This plan keeps {plan.non_int8()[:3]} in float: a QAT model exports int8 tensors "
                         "only (float tensors are a tfquant.ptq plan feature); set them back to int8.")
     for layer in _quant_layers(qmodel):
-        for name, q in layer.quantizers().items():
-            qid = _quantizer_id(layer, name)
-            if isinstance(q, ActivationQuantizer) and qid in plan.ranges:
-                q.set_range(*plan.ranges[qid])
+        for q in layer.quantizers().values():
+            if isinstance(q, ActivationQuantizer) and q.name in plan.ranges:
+                q.set_range(*plan.ranges[q.name])
 
 
 @contextlib.contextmanager
