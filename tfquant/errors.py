@@ -1,4 +1,21 @@
-"""Errors tfquant raises: each names the thing at fault and what to do about it."""
+"""Errors tfquant raises: each names the thing at fault and what to do about it.
+
+    >>> raise DataError(f"Image {path!r} could not be read: {cause_text(e)}")
+"""
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def cause_text(e: BaseException, limit: int = 200) -> str:
+    """One clean line saying what an underlying library's exception said: its first non-empty
+    line (or the converter's first `error:` line), without ANSI colour codes or Keras' "Arguments
+    received by ..." trailer, at most `limit` characters."""
+    text = _ANSI.sub("", str(e)).split("Arguments received by", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line.split("error:", 1)[1].strip() for line in lines if "error:" in line]
+    line = (errors or lines or [type(e).__name__])[0]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 class TFQuantError(Exception):

@@ -78,7 +78,7 @@ def _output_problem(path: str, directory: bool = False):
 
 def _load_model_file(path: str):
     """A .keras / .h5 file as a Keras model (tfquant.ptq takes Keras models)."""
-    from tfquant.errors import ModelFileError
+    from tfquant.errors import ModelFileError, cause_text
 
     if not path.endswith((".keras", ".h5", ".hdf5")):
         raise ModelFileError(f"{path!r} is a file: give a SavedModel directory or a .keras / .h5 Keras model.")
@@ -87,7 +87,7 @@ def _load_model_file(path: str):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for unreadable files
-        raise ModelFileError(f"Keras could not load {path!r} ({type(e).__name__}: {str(e)[:200]}). A Keras 2 "
+        raise ModelFileError(f"Keras could not load {path!r} ({type(e).__name__}: {cause_text(e)}). A Keras 2 "
                              "(tf_keras) model: export it as a SavedModel (model.export(dir)) and pass the "
                              "directory.") from None
 

@@ -1,4 +1,4 @@
-"""Run by test_distribute.py in a fresh process (logical devices must be set before TF starts):
+"""Run by test_qat_distribute.py in a fresh process (logical devices must be set before TF starts):
 train the same quantized model for a few steps on one device and under a MirroredStrategy over
 two logical CPUs, and print a JSON comparison."""
 import json
@@ -13,42 +13,16 @@ import tensorflow as tf  # noqa: E402
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfquant  # noqa: E402
+from distributed_training import data, float_model, train  # noqa: E402
 from tfquant.keras import quantizer_state  # noqa: E402
-
-L = keras.layers
-
-
-def float_model():
-    keras.utils.set_random_seed(1)
-    inp = keras.Input((8, 8, 3))
-    x = L.Conv2D(8, 3, padding="same", use_bias=False)(inp)
-    x = L.BatchNormalization()(x)
-    x = L.ReLU(6.0)(x)
-    y = L.Conv2D(8, 1, use_bias=False)(x)
-    y = L.BatchNormalization()(y)
-    s = L.Add()([x, y])
-    g = L.GlobalAveragePooling2D()(s)
-    return keras.Model(inp, L.Dense(4)(g))
-
-
-def train(strategy, config, x, y, weights):
-    with strategy.scope():
-        qmodel = tfquant.quantize_model(float_model(), config)
-        qmodel.set_weights(weights)
-        qmodel.compile(keras.optimizers.SGD(0.05), "mse")
-    qmodel.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    return qmodel
 
 
 def main():
     config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (64, 8, 8, 3)).astype("float32")
-    y = rng.normal(size=(64, 4)).astype("float32")
+    x, y = data()
     initial = tfquant.quantize_model(float_model(), config)
     weights = initial.get_weights()
     start = [w.numpy() for w in initial.trainable_weights]

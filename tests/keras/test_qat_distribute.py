@@ -35,3 +35,46 @@ def test_two_replicas_match_one_device(config, tolerance):
     assert len(one) == len(two) == 6
     np.testing.assert_allclose(np.array(two), np.array(one), rtol=tolerance, atol=tolerance)
     assert all(s[2] == 1.0 for s in two)
+
+
+def _free_ports(n: int) -> list:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_local_workers_match_one_worker():
+    """MultiWorkerMirroredStrategy with two worker processes on localhost (each with half of
+    every global batch) trains to the weights and quantizer ranges of one device."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    worker = os.path.join(HERE, "multiworker_worker.py")
+    config = json.dumps({})
+    ports = [str(p) for p in _free_ports(2)]
+    procs = [subprocess.Popen([sys.executable, worker, "worker", str(i), *ports, config], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    one = subprocess.run([sys.executable, worker, "one", config], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=600))
+        finally:
+            p.kill()
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert all(p.returncode == 0 for p in procs), [o[1][-3000:] for o in outs]
+    ref = json.loads(one.stdout.strip().splitlines()[-1])
+    got = json.loads(outs[0][0].strip().splitlines()[-1])
+    assert got["replicas"] == 2 and ref["replicas"] == 1
+    assert ref["max_weight_change"] > 0.01                   # it did train
+    for a, b in zip(ref["weights"], got["weights"]):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-5)
+    assert sorted(ref["ranges"]) and sorted(ref["ranges"]) == sorted(got["ranges"])
+    for name in ref["ranges"]:
+        np.testing.assert_allclose(got["ranges"][name], ref["ranges"][name], rtol=1e-5, atol=1e-5)
+        assert ref["ranges"][name][2] == 1.0     # every quantizer saw data

@@ -243,3 +243,57 @@ def test_a_tf_data_pipeline_failing_midway_is_a_data_error(keras3_dir):
     ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec((16, 16, 3), tf.float32)).batch(8)
     with pytest.raises(DataError, match="failed while being read"):
         tfquant.ptq(keras3_dir, ds, **FAST)
+
+
+def test_a_qat_model_with_a_loop_is_refused_at_export(tmp_path):
+    import keras
+
+    inp = keras.Input((5, 4))
+    qmodel = tfquant.quantize_model(keras.Model(inp, keras.layers.Dense(3)(keras.layers.LSTM(8)(inp))))
+    tfquant.calibrate(qmodel, np.random.default_rng(0).uniform(size=(8, 5, 4)).astype(np.float32))
+    out = tmp_path / "lstm.tflite"
+    with pytest.raises(tfquant.ExportError, match=r"runs a loop \(TF op '.*lstm.*while'.*LSTM / GRU") as info:
+        tfquant.to_tflite(qmodel, str(out))
+    assert "\n" not in str(info.value) and "_experimental_lower_tensor_list_ops" not in str(info.value)
+    assert not out.exists()
+
+
+def test_an_op_the_converter_lowers_into_an_unrunnable_flatbuffer_is_refused_before_writing(tmp_path):
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    y = keras.layers.Lambda(lambda t: tf.math.real(tf.signal.fft(tf.cast(t, tf.complex64))))(y)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(y)))
+    out = tmp_path / "fft.tflite"
+    x = np.random.default_rng(0).uniform(-1, 1, size=(16, 8, 8, 3)).astype(np.float32)
+    with pytest.raises(tfquant.ExportError, match=r"LiteRT cannot run .*RESHAPE.*Nothing was written"):
+        tfquant.ptq(model, x, output=str(out), **FAST)
+    assert not out.exists()
+
+
+def test_fewer_calibration_samples_than_asked_are_warned_about(keras3_dir, calibration):
+    n = len(calibration)
+    with pytest.warns(UserWarning, match=f"asked for {n + 100} samples .* holds {n}"):
+        tfquant.ptq(keras3_dir, calibration, steps=(), max_calibration_samples=n + 100, **FAST)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)   # not asked: the default limit is not a request
+        tfquant.ptq(keras3_dir, calibration, steps=(), **FAST)
+
+
+def test_numpy_integers_are_ints_and_messages_carry_no_numpy_reprs_or_ansi_codes():
+    from tfquant.core.spec import QuantSpec
+    from tfquant.errors import cause_text
+
+    assert QuantSpec(bits=np.int32(4)).bits == 4 and type(QuantSpec(bits=np.int32(4)).bits) is int
+    assert type(tfquant.PTQConfig(batch_size=np.int64(4)).batch_size) is int
+    with pytest.raises(SpecError, match=r"bits=1 is not supported") as info:
+        QuantSpec(bits=np.int32(1))
+    assert "np.int32" not in str(info.value)
+    keras_style = ValueError("\x1b[1mInput 0 is incompatible\x1b[0m with the layer\n\n"
+                             "Arguments received by Conv2D.call():\n  • inputs=tf.Tensor(shape=(2, 8))")
+    assert cause_text(keras_style) == "Input 0 is incompatible with the layer"
+    mlir = RuntimeError("loc(fused[...]): error: 'tf.Foo' op is not supported\nnote: called from\n...")
+    assert cause_text(mlir) == "'tf.Foo' op is not supported"

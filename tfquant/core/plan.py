@@ -36,7 +36,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from tfquant.core.spec import QuantSpec
-from tfquant.errors import ExportError, PlanKeyError, SpecError
+from tfquant.errors import ExportError, PlanKeyError, SpecError, cause_text
 from tfquant.io_utils import write_bytes_atomic
 
 PRECISIONS = ("int8", "float")
@@ -249,7 +249,7 @@ class QuantPlan:
         try:
             plan = cls._from_fields(d)
         except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise SpecError(f"The plan is malformed ({type(e).__name__}: {e}): give a file written by "
+            raise SpecError(f"The plan is malformed ({type(e).__name__}: {cause_text(e)}): give a file written by "
                             "QuantPlan.save.") from None
         bad = {n: p for n, p in plan.precision.items() if p not in PRECISIONS}
         if bad:
@@ -274,7 +274,7 @@ class QuantPlan:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise SpecError(f"The plan is not valid JSON: {e}.") from None
+            raise SpecError(f"The plan is not valid JSON: {cause_text(e)}.") from None
         return cls.from_dict(d)
 
     def save(self, path: Union[str, os.PathLike]) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from tfquant.errors import SpecError
 
 MIN_BITS = 2
@@ -40,6 +42,10 @@ class QuantSpec:
     axis: int = -1
 
     def __post_init__(self):
+        for name in ("bits", "axis"):   # numpy integers (np.int32(8)) are ints too
+            value = getattr(self, name)
+            if isinstance(value, np.integer):
+                object.__setattr__(self, name, int(value))
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
             raise SpecError(f"QuantSpec.bits must be an int, got {self.bits!r}.")
         if not MIN_BITS <= self.bits <= MAX_BITS:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Iterator, Optional, Union
 
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tfquant.core.integer_kernels import has_emulation_ops, simulation_mode
-from tfquant.errors import ExportError
+from tfquant.errors import ExportError, cause_text
 from tfquant.io_utils import write_bytes_atomic
 
 FAKE_QUANT_OPS = frozenset({
@@ -136,6 +137,7 @@ def _checked_frozen_function(graph: Exportable):
             "first: tfquant.quantize_model(model) for QAT, or tfquant.ptq(...) for "
             "post-training quantization.")
     _check_activation_bits(fn)
+    _check_no_loops(fn)
     low_bit = any(n.attr["num_bits"].i and n.attr["num_bits"].i < 8 for n in nodes)
     return _frozen(fn), low_bit
 
@@ -147,7 +149,7 @@ def _frozen(fn):
     try:
         return convert_variables_to_constants_v2(fn)
     except Exception as e:  # noqa: BLE001 - freezing raises many types
-        raise ExportError(f"Could not freeze the graph's variables into constants: {e}") from e
+        raise ExportError(f"Could not freeze the graph's variables into constants: {cause_text(e)}") from e
 
 
 def _check_activation_bits(fn) -> None:
@@ -184,6 +186,47 @@ def _check_activation_bits(fn) -> None:
                 "Use 8-bit activations; weights may use 4..8 bits.")
 
 
+LOOP_OPS = frozenset({"While", "StatelessWhile"})
+
+
+def _check_no_loops(fn) -> None:
+    """Refuse a graph that runs a loop (a recurrent layer or tf.while_loop): the converter cannot
+    lower its tensor lists among int8 kernels and would answer with flags tfquant does not use."""
+    loops = [op.name for op in fn.graph.get_operations() if op.type in LOOP_OPS]
+    if loops:
+        raise ExportError(
+            f"The model runs a loop (TF op {loops[0]!r}{f' and {len(loops) - 1} more' if len(loops) > 1 else ''}: "
+            "a recurrent layer such as LSTM / GRU, or a tf.while_loop), which tfquant cannot export "
+            "into an int8 flatbuffer. Quantize the feed-forward part as its own model and run the "
+            "recurrent part as a float TFLite model beside it.")
+
+
+def check_allocates(data: bytes) -> None:
+    """Raise ExportError when LiteRT cannot prepare the flatbuffer at batch 1 (a converter
+    lowering that writes inconsistent shapes, e.g. for an op TFLite has no kernel for)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_content=data).allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        detail = " ".join(str(e).split())[:240]
+        node = re.search(r"Node number (\d+)", str(e))
+        where = ""
+        if node:
+            from tfquant.export.inspector import inspect
+
+            report = inspect(data)
+            index = int(node.group(1))
+            if index < len(report.ops):
+                op = report.ops[index]
+                names = [report.tensors[i].name for i in op.outputs]
+                where = f" The failing op is {op.op} (node {index}) writing {names[0]!r}."
+        raise ExportError(
+            f"The TFLite converter wrote a flatbuffer that LiteRT cannot run ({detail}).{where} An op "
+            "of the model has no working TFLite lowering (e.g. tf.signal.fft in a Lambda layer): "
+            "remove it from the quantized model or compute it outside. Nothing was written.") from None
+
+
 def to_tflite(graph: Exportable, path: Optional[Union[str, os.PathLike]] = None, *,
               int8_io: bool = False, plan=None) -> bytes:
     """Convert a FakeQuant graph to a TFLite flatbuffer with int8 kernels.
@@ -215,7 +258,8 @@ def to_tflite(graph: Exportable, path: Optional[Union[str, os.PathLike]] = None,
     try:
         data = converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises many types
-        raise ExportError(f"The TFLite converter rejected the graph: {e}") from e
+        raise ExportError(f"The TFLite converter rejected the graph: {cause_text(e, 300)}") from None
+    check_allocates(data)
     if path is not None:
         write_bytes_atomic(path, data)
     return data

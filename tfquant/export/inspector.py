@@ -19,7 +19,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from tfquant.errors import ModelFileError
+from tfquant.errors import ModelFileError, cause_text
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -223,7 +223,7 @@ def inspect(model: Union[str, os.PathLike, bytes, bytearray]) -> ModelReport:
     except ModelFileError:
         raise
     except Exception as e:  # noqa: BLE001 - flatbuffers raises assorted errors on bad data
-        raise ModelFileError(f"The TFLite flatbuffer could not be parsed ({type(e).__name__}: {str(e)[:120]}): "
+        raise ModelFileError(f"The TFLite flatbuffer could not be parsed ({type(e).__name__}: {cause_text(e, 120)}): "
                              "it is corrupt (truncated or damaged). Re-export it with tfquant.to_tflite.") from None
     return report
 

@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfquant.core.quant_params import dequantize, quantize
 from tfquant.core.spec import QuantSpec
-from tfquant.errors import DataError, ModelFileError
+from tfquant.errors import DataError, ModelFileError, cause_text
 from tfquant.export.inspector import inspect, load_model_bytes
 
 KERNELS = {
@@ -55,7 +55,7 @@ class TFLiteRunner:
                 experimental_preserve_all_tensors=preserve_all_tensors)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:       # LiteRT's own errors on a model it cannot load
-            raise ModelFileError(f"The TFLite interpreter cannot load this model ({str(e).splitlines()[0][:160]}): "
+            raise ModelFileError(f"The TFLite interpreter cannot load this model ({cause_text(e, 160)}): "
                                  "it is corrupt, or uses ops this LiteRT does not have.") from None
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()

@@ -10,7 +10,7 @@ import os
 
 import tensorflow as tf
 
-from tfquant.errors import ModelFileError
+from tfquant.errors import ModelFileError, cause_text
 from tfquant.graph.ir import InputSpec
 
 
@@ -26,7 +26,7 @@ def _saved_model_function(path: str, signature: str):
     try:
         loaded = tf.saved_model.load(path)
     except Exception as e:  # noqa: BLE001 - the loader raises many types on corrupt files
-        raise ModelFileError(f"The SavedModel at {path!r} could not be loaded: {e}") from e
+        raise ModelFileError(f"The SavedModel at {path!r} could not be loaded: {cause_text(e)}") from e
     signatures = dict(getattr(loaded, "signatures", {}) or {})
     if signature not in signatures:
         available = ", ".join(sorted(signatures)) or "none"
@@ -80,7 +80,7 @@ def freeze(fn):
     try:
         return convert_variables_to_constants_v2(fn)
     except Exception as e:  # noqa: BLE001
-        raise ModelFileError(f"The model's graph could not be frozen to constants: {e}") from e
+        raise ModelFileError(f"The model's graph could not be frozen to constants: {cause_text(e)}") from e
 
 
 def io_structure(fn, frozen):

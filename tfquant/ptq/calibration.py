@@ -12,12 +12,13 @@ an empty source raises `DataError`.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from tfquant.errors import DataError
+from tfquant.errors import DataError, cause_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -30,6 +31,7 @@ class Calibration:
         self.input_shape = list(input_shape) if input_shape is not None else None
         self.describe = describe
         self.config = config
+        self._warned_short = False
 
     # ---- construction -----------------------------------------------------------------
     @classmethod
@@ -47,7 +49,7 @@ class Calibration:
                 try:
                     array = np.load(path, mmap_mode="r", allow_pickle=False)
                 except Exception as e:  # noqa: BLE001
-                    raise DataError(f"Calibration file {path!r} is not a readable .npy array: {e}") from e
+                    raise DataError(f"Calibration file {path!r} is not a readable .npy array: {cause_text(e)}") from e
                 return cls(array, shape, f"array in {path!r}", config)
             raise DataError(f"Calibration source {path!r} is neither a folder of images nor a .npy file.")
         if isinstance(data, tf.data.Dataset):
@@ -60,7 +62,7 @@ class Calibration:
             except ValueError as e:
                 raise ragged from e
             except Exception as e:  # noqa: BLE001
-                raise DataError(f"Calibration data could not be read as an array: {e}") from e
+                raise DataError(f"Calibration data could not be read as an array: {cause_text(e)}") from e
             if array.dtype == object:
                 raise ragged
             return cls(array, shape, "array", config)
@@ -115,9 +117,10 @@ class Calibration:
         for element in ds:
             yield element.numpy()
 
-    def batches(self, batch_size: int, limit: Optional[int] = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, limit: Optional[int] = None, asked: bool = False) -> Iterator[np.ndarray]:
         """Checked float32 batches of at most `batch_size`, `limit` samples in all.
-        Raises `DataError` when the source yields no sample."""
+        Raises `DataError` when the source yields no sample; warns (once) when `asked` and the
+        source holds fewer than `limit`."""
         seen = 0
         pending: list[np.ndarray] = []
         count = 0
@@ -141,6 +144,11 @@ class Calibration:
             yield np.concatenate(pending) if len(pending) > 1 else pending[0]
         if seen == 0:
             raise DataError(f"The calibration set is empty ({self.describe}).")
+        if asked and limit is not None and seen < limit and not self._warned_short:
+            self._warned_short = True
+            warnings.warn(f"Calibration asked for {limit} samples (max_calibration_samples) but the "
+                          f"source holds {seen} ({self.describe}): the ranges come from those {seen}.",
+                          UserWarning, stacklevel=2)
 
     def _guarded(self, raws):
         """The source's batches; an error inside a tf.data pipeline becomes a DataError."""
@@ -154,7 +162,7 @@ class Calibration:
                 return
             except tf.errors.OpError as e:
                 raise DataError(f"The calibration data source failed while being read ({self.describe}): "
-                                f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+                                f"{type(e).__name__}: {cause_text(e)}") from None
             yield raw
 
     def take(self, n: int, batch_size: int = 64) -> np.ndarray:
@@ -194,7 +202,7 @@ class _ImageFolder:
                 im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
                 arr = np.asarray(im, np.float32)
         except Exception as e:  # noqa: BLE001
-            raise DataError(f"Image {file!r} could not be read: {e}") from e
+            raise DataError(f"Image {file!r} could not be read: {cause_text(e)}") from e
         if arr.ndim == 2:
             arr = arr[..., None]
         return (arr - self.mean) / self.std

@@ -15,9 +15,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
+import numpy as np
+
 from tfquant.errors import SpecError
 
 STEPS = ("cle", "bias_absorption", "bias_correction", "adaround")
+DEFAULT_MAX_CALIBRATION_SAMPLES = 256
 DEFAULT_STEPS = ("cle", "bias_absorption", "bias_correction")
 WEIGHT_RANGES = ("minmax", "mse")
 ACTIVATION_RANGES = ("minmax", "mse", "percentile", "bn")
@@ -78,7 +81,9 @@ class PTQConfig:
       adaround_rows: rows (pixels) per step for 1x1 convolutions and dense layers.
       adaround_patch: other convolutions are optimised on random patch x patch output windows
         (adaround_batch_size of them per step) with the input windows they read.
-      max_calibration_samples: samples read from the calibration source (streamed).
+      max_calibration_samples: samples read from the calibration source (streamed); None reads
+        up to DEFAULT_MAX_CALIBRATION_SAMPLES. A source holding fewer than a number given here
+        is warned about.
       layerwise_samples: samples held in memory for the layer-by-layer steps (bias correction,
         AdaRound): the bound on their memory.
       batch_size: calibration batch size.
@@ -114,7 +119,7 @@ class PTQConfig:
     adaround_reg: float = 0.01
     adaround_beta: tuple[float, float] = (20.0, 2.0)
     adaround_warm_start: float = 0.2
-    max_calibration_samples: int = 256
+    max_calibration_samples: Optional[int] = None
     layerwise_samples: int = 64
     batch_size: int = 16
     image_size: Optional[tuple[int, int]] = None
@@ -149,6 +154,11 @@ class PTQConfig:
         for name in ("adaround_iterations", "adaround_batch_size", "adaround_rows", "adaround_patch",
                      "max_calibration_samples", "layerwise_samples", "batch_size"):
             v = getattr(self, name)
+            if v is None and name == "max_calibration_samples":
+                continue
+            if isinstance(v, np.integer):      # np.int32(8) is an int too
+                v = int(v)
+                setattr(self, name, v)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SpecError(f"PTQConfig.{name} must be a positive int, got {v!r}.")
         if not self.image_std:
@@ -160,6 +170,11 @@ class PTQConfig:
             raise SpecError(f"PTQConfig.{name}={value!r}: choose one of {list(allowed)}.")
 
     # ---- resolved choices -------------------------------------------------------------
+    @property
+    def calibration_limit(self) -> int:
+        """Samples the calibration passes read."""
+        return self.max_calibration_samples or DEFAULT_MAX_CALIBRATION_SAMPLES
+
     @property
     def active_steps(self) -> tuple[str, ...]:
         return DEFAULT_STEPS if self.steps is None else tuple(self.steps)

@@ -79,7 +79,8 @@ def pre_activation_ranges(graph: Graph, calibration, config, names: list[str],
         return out
 
     ranges: dict[str, list] = {}
-    for batch in progress(calibration.batches(config.batch_size, config.max_calibration_samples),
+    for batch in progress(calibration.batches(config.batch_size, config.calibration_limit,
+                                              asked=config.max_calibration_samples is not None),
                           desc="calibration: pre-activations"):
         out = observe(batch)
         for n, (lo, hi) in out.items():
@@ -150,7 +151,8 @@ def calibrate_activations(graph: Graph, plan: QuantPlan, calibration, config,
         env = Emitter(graph, plan, mode).run(xs)
         return {r: env[r] for r in refs}
 
-    for batch in progress(calibration.batches(config.batch_size, config.max_calibration_samples),
+    for batch in progress(calibration.batches(config.batch_size, config.calibration_limit,
+                                              asked=config.max_calibration_samples is not None),
                           desc="calibration: activations"):
         out = observe(batch)
         for q, rs in fetch.items():
