@@ -120,6 +120,20 @@ def test_automatic_mixed_precision_finds_the_planted_fault(ptq_diagnosis):
     assert mp.agreement >= mp.int8_agreement
     assert mp.floats == d.fix_floats                     # one tensor, the planted one
     assert mp.plan.non_int8() == mp.floats
+    # its figures are against the model as given (not the bias-corrected float graph), and they
+    # hold on other images: the bias correction was re-run for the mixed plan
+    from tfquant.export.interpreter import TFLiteRunner
+    from tfquant.export.verify import sqnr_db
+
+    model = ptq_diagnosis[0]
+    assert sqnr_db(np.asarray(model(x)), TFLiteRunner(mp.tflite, kernels="default").run([x])[0]) == \
+        pytest.approx(mp.sqnr_db, abs=1e-6)
+    other = data(256, 9)
+    y_other = np.asarray(model(other))
+    corrected = sqnr_db(y_other, TFLiteRunner(mp.result.to_tflite(), kernels="default").run([other])[0])
+    stale = sqnr_db(y_other, TFLiteRunner(tfquant.to_tflite(result, plan=mp.plan), kernels="default").run([other])[0])
+    assert corrected >= 30.0 and corrected > stale + 10, (corrected, stale)
+    assert mp.result.verify(other[:16], intermediate_samples=0).exact_fraction == 1.0
     report = tfquant.inspect(mp.tflite)
     float_ops = [o.op for o in report.float_ops if o.op not in ("QUANTIZE", "DEQUANTIZE")]
     assert float_ops == ["CONV_2D", "CONV_2D"]           # 'spiky' and its consumer, nothing else

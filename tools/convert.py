@@ -155,7 +155,7 @@ def main(argv) -> int:
 
             mp = tfquant.debug.mixed_precision(sim.with_plan(plan), samples, target_agreement=FLAGS.target_agreement)
             print(mp.summary())
-            plan = mp.plan
+            sim, plan = mp.result, mp.plan      # its biases are corrected for the mixed plan
         sim = sim.with_plan(plan)
         sim.to_tflite(FLAGS.output, int8_io=FLAGS.int8_io)
         if FLAGS.plan_output:

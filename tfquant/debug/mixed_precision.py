@@ -9,9 +9,11 @@ that order: each time the plan is exported and the flatbuffer is run in the inte
 held-out data, a candidate that does not improve the flatbuffer is put back to int8, and the
 search stops as soon as the target is met there (or after `max_float` tensors).
 
-The plan's biases stay as PTQ corrected them for the all-int8 model: the layer-wise bias
-correction is not re-run for the mixed plan (measured on a planted fault, dropping the
-correction of the float layers made it worse, 44.8 -> 16.2 dB: downstream corrections expect it).
+When the PTQ pipeline ran the empirical bias correction, an accepted candidate gets it re-run
+for the mixed plan (`PTQResult.bias_corrected_for`: the float layer's bias uncorrected, the int8
+layers after it corrected for what now reaches them, on the pipeline's own calibration samples)
+and is measured again; the corrections made for the all-int8 model would over-correct, which
+fits the held-out data the search measures on but not other images.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from tfquant.errors import SpecError, TFQuantError
 @dataclasses.dataclass
 class MixedPrecisionResult:
     plan: object                     # the QuantPlan found
+    result: object                   # the PTQ result to export it with (biases corrected for it)
     tflite: bytes
     agreement: Optional[float]       # top-1 agreement with float, flatbuffer on the held-out data
     sqnr_db: float
@@ -64,10 +67,12 @@ def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
 
     x = np.asarray(data, np.float32)[:max_samples]
     subject = PTQSubject(result)
-    y_float = subject.float_run(x)
+    y_float = subject.reference_run(x)    # the model as given, not the bias-corrected float graph
 
-    def measure(plan) -> tuple[bytes, Optional[float], float]:
-        tflite = tfquant.to_tflite(result, plan=plan)
+    current = result      # the result whose biases are corrected for the plan accepted so far
+
+    def measure(plan, base=None) -> tuple[bytes, Optional[float], float]:
+        tflite = tfquant.to_tflite(base or current, plan=plan)
         y = _flatbuffer_outputs(tflite, x).reshape(y_float.shape)
         return tflite, agreement(y_float, y), sqnr_db(y_float, y)
 
@@ -98,7 +103,15 @@ def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
         if score(*candidate[1:]) <= score(agree, db):   # no better on the flatbuffer: keep it int8
             plan.set_precision(q, "int8")
             continue
+        if result.layerwise_state is not None:          # bias correction re-run for this plan
+            corrected = result.bias_corrected_for(plan)
+            candidate = measure(plan, corrected)
+            tried += 1
+            if score(*candidate[1:]) <= score(agree, db):
+                plan.set_precision(q, "int8")
+                continue
+            current = corrected
         floats.append(q)
         tflite, agree, db = candidate
-    return MixedPrecisionResult(plan=plan, tflite=tflite, agreement=agree, sqnr_db=db, int8_agreement=int8_agree,
+    return MixedPrecisionResult(plan=plan, result=current.with_plan(plan), tflite=tflite, agreement=agree, sqnr_db=db, int8_agreement=int8_agree,
                                 int8_sqnr_db=int8_db, floats=floats, met=met(agree, db), tried=tried)

@@ -67,7 +67,13 @@ class PTQSubject:
         return _stack(self._cache[key](tf.convert_to_tensor(x, tf.float32)))
 
     def float_run(self, x: np.ndarray) -> np.ndarray:
+        """The transformed float model (quantizers bypassed; CLE, bias absorption and bias
+        correction in its weights)."""
         return self.run(x, mode="float")
+
+    def reference_run(self, x: np.ndarray) -> np.ndarray:
+        """The float model as it was given (before any PTQ step): what agreement is measured to."""
+        return _stack(self.result.original_model(tf.convert_to_tensor(x, tf.float32)))
 
     def per_channel_plan(self, layer: str) -> Optional[QuantPlan]:
         """The plan with `layer`'s weights per output channel (min-max), or None if they already are
@@ -142,6 +148,10 @@ class QATSubject:
 
     def float_run(self, x: np.ndarray) -> np.ndarray:
         return self.run(x, floats=list(self.plan.owners) + list(self.plan.weight_specs))
+
+    def reference_run(self, x: np.ndarray) -> np.ndarray:
+        """The float model (a QAT model with every quantizer bypassed is its float model)."""
+        return self.float_run(x)
 
     def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
         from tfquant.keras.quantizers import calibration_scope

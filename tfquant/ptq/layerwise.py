@@ -52,6 +52,13 @@ def quantized_kernel(node: Node, plan: QuantPlan) -> np.ndarray:
     return np.asarray(node_kernel_on_grid(node, tf.constant(node.kernel), lo, hi, plan.weight_specs[node.name]))
 
 
+def runs_int8(node: Node, plan: QuantPlan) -> bool:
+    """Whether a linear node becomes an int8 op in the flatbuffer: quantized weights, and its input
+    and output int8 in the plan (otherwise the converter runs it in float)."""
+    return plan.weights_quantized(node.name) and plan.is_quantized(node.inputs[0]) and \
+        plan.is_quantized(node.output())
+
+
 def run_layerwise(graph: Graph, plan: QuantPlan, samples: np.ndarray, config, *, bias_correction: bool,
                   adaround: bool, quantize_activations: bool = False,
                   progress: Callable = lambda it, **k: it, chunk: int = 16) -> LayerwiseReport:
@@ -130,9 +137,10 @@ def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, 
         learned, result = adaround_layer(node, x_q, target, spec, lo, hi, config, rng)
         node.weights["kernel"] = learned
         report.adaround[node.name] = result
-    k_q = tf.constant(quantized_kernel(node, plan))
+    int8 = runs_int8(node, plan)        # a layer mixed precision keeps in float: no correction
+    k_q = tf.constant(quantized_kernel(node, plan)) if int8 else kernel
     pre_q = _apply(lambda x: linear_pre_activation(op, x, k_q, bias), [x_q], chunk)
-    if bias_correction:
+    if bias_correction and int8:
         axes = tuple(range(pre_q.ndim - 1))
         shift = (pre_q.astype(np.float64) - pre_f).mean(axis=axes)
         node.weights["bias"] = (bias - shift).astype(np.float32)
@@ -140,7 +148,7 @@ def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, 
         report.bias_shift[node.name] = float(np.max(np.abs(shift)))
     y_f = np.asarray(act(pre_f)) if node.activation else pre_f
     y_q = np.asarray(act(pre_q)) if node.activation else pre_q
-    if quantize_activations and plan.is_owner(node.output()):
+    if quantize_activations and plan.is_owner(node.output()) and plan.is_quantized(node.output()):
         lo, hi = plan.range_of(node.output())
         y_q = _apply(lambda y: fake_quant(y, lo, hi, QuantSpec.activation()), [y_q], chunk)
     return y_f, y_q

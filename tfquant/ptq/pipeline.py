@@ -80,6 +80,13 @@ class PTQReport:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class LayerwiseState:
+    """What the layer-by-layer bias correction started from: its samples and the biases before it."""
+    samples: np.ndarray
+    biases: dict          # linear node name -> bias before the correction (None: no bias)
+
+
 class PTQResult:
     """The quantized model: a simulation you can call, export and verify.
 
@@ -98,6 +105,7 @@ class PTQResult:
         self.original_graph = original
         self.tflite: Optional[bytes] = None
         self._original_model = None
+        self.layerwise_state: Optional[LayerwiseState] = None
         self.rebuild()
 
     @property
@@ -117,6 +125,31 @@ class PTQResult:
         self.plan.check_matches(plan)
         other = PTQResult(self.graph, plan.copy(), self.config, self.report, self.original_graph)
         other._original_model = self._original_model
+        other.layerwise_state = self.layerwise_state
+        return other
+
+    def bias_corrected_for(self, plan: QuantPlan) -> "PTQResult":
+        """`with_plan(plan)`, with the empirical bias correction re-run for it: a layer `plan`
+        keeps in float gets its uncorrected bias back and the int8 layers after it are corrected
+        for what now reaches them (the corrections made for the all-int8 model would over-correct).
+        Kernels (AdaRound's included) and activation ranges stay. Without an empirical bias
+        correction in the pipeline this is `with_plan(plan)`."""
+        state = self.layerwise_state
+        if state is None:
+            return self.with_plan(plan)
+        self.plan.check_matches(plan)
+        graph = self.graph.copy()
+        for node in graph.linear_nodes():
+            bias = state.biases.get(node.name)
+            if bias is None:
+                node.weights.pop("bias", None)
+            else:
+                node.weights["bias"] = bias
+        run_layerwise(graph, plan, state.samples, self.config, bias_correction=True, adaround=False,
+                      quantize_activations=self.config.layerwise_activations)
+        other = PTQResult(graph, plan.copy(), self.config, self.report, self.original_graph)
+        other._original_model = self._original_model
+        other.layerwise_state = state
         return other
 
     def export_problems(self) -> list[str]:
@@ -294,12 +327,16 @@ def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None,
     if "bias_correction" in steps and data_free and config.bias_correction == "empirical":
         report.notes.append("empirical bias correction needs data: analytic bias correction used instead.")
     ranges_set = False
+    layerwise_state = None
     if empirical or adaround:
         if config.layerwise_activations:   # ranges first: the layer-by-layer steps see them
             _activation_ranges(graph, plan, cal, config, progress, report)
             ranges_set = True
             lap("activation ranges")
         samples = cal.take(config.layerwise_samples, batch_size=config.batch_size)
+        if empirical:       # what a mixed-precision plan re-corrects from (bias_corrected_for)
+            layerwise_state = LayerwiseState(samples, {n.name: None if n.bias is None else n.bias.copy()
+                                                        for n in graph.linear_nodes()})
         lw = run_layerwise(graph, plan, samples, config, bias_correction=empirical, adaround=adaround,
                            quantize_activations=config.layerwise_activations,
                            progress=progress)
@@ -324,6 +361,7 @@ def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None,
     lap("activation ranges")
 
     result = PTQResult(graph, plan, config, report, original)
+    result.layerwise_state = layerwise_state
     if output is not None:
         result.to_tflite(output, int8_io=int8_io)
         lap("export")
