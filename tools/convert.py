@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Optional
 
 from absl import app, flags
 
 from tools import quiet_unless_asked, show_flags_in_help
+
+if TYPE_CHECKING:
+    from tfquant.export.inspector import ModelReport
+    from tfquant.export.verify import VerificationResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -122,7 +127,7 @@ def config_overrides() -> dict:
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
-def summary_table(path: str, report, verification=None) -> str:
+def summary_table(path: str, report: "ModelReport", verification: Optional["VerificationResult"] = None) -> str:
     """The table printed at the end of a successful run: what the written flatbuffer holds (from
     `tfquant.inspect`) and, after --verify, how close it is to float and to the simulation.
 

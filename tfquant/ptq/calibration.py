@@ -216,7 +216,7 @@ def _record_error(path: str, e: Exception) -> DataError:
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     where = re.search(r"(corrupted|truncated) record at \d+", first)
     return DataError(f"The TFRecord {path!r} is corrupt: {where.group(0) if where else first[:200]}. "
-                     "Rewrite it (tf.io.TFRecordWriter) or pass another calibration source.")
+                     "Rewrite it, uncompressed (tf.io.TFRecordWriter), or pass another calibration source.")
 
 
 class _TFRecord:
