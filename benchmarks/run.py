@@ -3,7 +3,8 @@
     python -m benchmarks.run            # full run, writes BENCHMARKS.md and benchmarks/plots/*.png
     python -m benchmarks.run --quick    # small sets, fewer epochs: under 10 minutes
 
-Every figure in BENCHMARKS.md comes from this harness, in one run.
+Every figure in BENCHMARKS.md comes from this harness, in one run; a full run of both suites also
+rewrites README.md's headline block from it (benchmarks/readme_figures.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ flags.DEFINE_bool("quick", False, "Small sets and short training (for CI and smo
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file to write.")
 flags.DEFINE_string("plots_dir", "benchmarks/plots", "Folder for the PNG plots.")
 flags.DEFINE_list("suites", ["efficientnet", "fashion_mnist"], "Suites to run.")
+flags.DEFINE_string("readme", "README.md", "README whose headline block a full run of both suites rewrites "
+                    "from the new BENCHMARKS.md ('' for none).")
 
 
 def _plot(rows, metric: str, title: str, path: str) -> None:
@@ -87,6 +90,11 @@ def main(argv) -> int:
     sections.append(f"Total benchmark wall time: {time.time() - started:.0f} s.\n")
     write_bytes_atomic(FLAGS.output, "\n".join(sections).encode())
     logging.info("wrote %s", FLAGS.output)
+    if FLAGS.readme and not quick and {"efficientnet", "fashion_mnist"} <= set(FLAGS.suites):
+        from benchmarks import readme_figures
+
+        readme_figures.update_readme(FLAGS.output, FLAGS.readme)
+        logging.info("wrote the headline figures of %s", FLAGS.readme)
     return 0
 
 

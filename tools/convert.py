@@ -2,7 +2,7 @@
 PTQ pipeline.
 
     tfquant-convert --saved_model DIR --output model.tflite \\
-        [--calibration images_dir_or.npy] [--per_tensor] [--steps cle,bias_absorption,bias_correction]
+        [--calibration images_dir, .npy or .tfrecord] [--per_tensor] [--steps cle,bias_absorption,bias_correction]
     tfquant-convert --saved_model model.keras --output model.tflite --input_range=-1,1   # data-free
 
 Everything it does is `tfquant.ptq(...)`; it parses flags, prints the pipeline's report and what
@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Optional
 
 from absl import app, flags
 
 from tools import quiet_unless_asked, show_flags_in_help
+
+if TYPE_CHECKING:
+    from tfquant.export.inspector import ModelReport
+    from tfquant.export.verify import VerificationResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -24,8 +29,13 @@ flags.DEFINE_string("saved_model", None, "SavedModel directory to quantize, or a
                     "(.keras, or .h5 that Keras 3 can load).")
 flags.DEFINE_string("signature", "serving_default", "Signature of the SavedModel to quantize.")
 flags.DEFINE_string("output", None, "Where to write the int8 .tflite flatbuffer.")
-flags.DEFINE_string("calibration", None, "Folder of images, or a .npy array [N, ...] of preprocessed "
-                    "samples. Without it the pipeline is data-free (needs --input_range).")
+flags.DEFINE_string("calibration", None, "Folder of images, a .npy array [N, ...] of preprocessed samples, or a "
+                    ".tfrecord / .tfrecords file of serialized tf.train.Example (see --tfrecord_feature). "
+                    "Without it the pipeline is data-free (needs --input_range).")
+flags.DEFINE_string("tfrecord_feature", None, "The feature of the TFRecord's examples to calibrate with (default: "
+                    "the only one): encoded images (bytes; resized to the input or --image_size, then "
+                    "normalised with --image_mean / --image_std), raw int64 pixels (normalised the same "
+                    "way) or preprocessed floats, reshaped to the model's input.")
 flags.DEFINE_boolean("per_tensor", False, "Per-tensor weights (default: per output channel).")
 flags.DEFINE_list("steps", None, "PTQ steps, comma separated, from: cle, bias_absorption, "
                   "bias_correction, adaround; 'none' for none. Default: the standard pipeline.")
@@ -34,10 +44,10 @@ flags.DEFINE_enum("activation_ranges", None, ["minmax", "mse", "percentile", "bn
                   "Activation range estimator (overrides --ranges).")
 flags.DEFINE_enum("weight_ranges", None, ["minmax", "mse"], "Weight range estimator (overrides --ranges).")
 flags.DEFINE_list("input_range", None, "min,max of the model input (required without calibration data).")
-flags.DEFINE_list("image_size", None, "height,width that calibration images from a folder are resized to "
+flags.DEFINE_list("image_size", None, "height,width that calibration images (a folder, a TFRecord) are resized to "
                   "(needed when the model's input size is not fixed).")
-flags.DEFINE_float("image_mean", 127.5, "Images from a folder become (pixel - mean) / std.")
-flags.DEFINE_float("image_std", 127.5, "Images from a folder become (pixel - mean) / std.")
+flags.DEFINE_float("image_mean", 127.5, "Calibration images become (pixel - mean) / std.")
+flags.DEFINE_float("image_std", 127.5, "Calibration images become (pixel - mean) / std.")
 flags.DEFINE_integer("max_calibration_samples", None, "Calibration samples to read.")
 flags.DEFINE_integer("adaround_iterations", None, "AdaRound iterations per layer.")
 flags.DEFINE_string("saved_model_output", None, "Also write the transformed float model here.")
@@ -99,7 +109,7 @@ def config_overrides() -> dict:
     if FLAGS.steps is not None:
         options["steps"] = tuple(s for s in FLAGS.steps if s and s.lower() != "none")
     for name in ("ranges", "activation_ranges", "weight_ranges", "max_calibration_samples",
-                 "adaround_iterations"):
+                 "adaround_iterations", "tfrecord_feature"):
         if getattr(FLAGS, name) is not None:
             options[name] = getattr(FLAGS, name)
     for name, kind, what in (("image_size", int, "two integers height,width"),
@@ -112,6 +122,46 @@ def config_overrides() -> dict:
                 raise ValueError(f"--{name} must be {what}, got {','.join(values)!r}.") from None
             options[name] = (a, b)
     return options
+
+
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def summary_table(path: str, report: "ModelReport", verification: Optional["VerificationResult"] = None) -> str:
+    """The table printed at the end of a successful run: what the written flatbuffer holds (from
+    `tfquant.inspect`) and, after --verify, how close it is to float and to the simulation.
+
+        >>> print(summary_table("m.tflite", tfquant.inspect("m.tflite"), sim.verify(x)))
+    """
+    counts = report.op_counts()
+    float_ops = report.float_ops
+    acts = report.activation_tensors
+    int8 = len(acts) - len(report.non_int8_tensors)
+    weights = [(op, report.tensors[op.inputs[1]]) for op in report.ops
+               if op.op in WEIGHTED_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0
+               and report.tensors[op.inputs[1]].is_constant]
+    per_channel = sum(t.per_channel for _, t in weights)
+    per_tensor = sorted({op.op for op, t in weights if not t.per_channel})
+    dtypes = sorted({t.dtype for _, t in weights})
+    rows = [("output", f"{path}, {report.size_bytes} bytes"),
+            ("ops", f"{len(report.ops)} (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"),
+            ("float ops left", f"{len(float_ops)}" +
+             (" (" + ", ".join(f"#{o.index} {o.op}" for o in float_ops) + ")" if float_ops else "")),
+            ("int8 activations", f"{int8}/{len(acts)} ({100.0 * int8 / max(len(acts), 1):.1f}%)"),
+            ("weights", (f"per-channel {per_channel}/{len(weights)}" +
+                         (f" (per-tensor: {', '.join(per_tensor)})" if per_tensor else "") +
+                         (f", {'/'.join(dtypes)}" if dtypes else "")) if weights else "none")]
+    if verification is None:
+        rows.append(("fidelity", "not measured (add --verify)"))
+    else:
+        ref = verification.for_kernels("reference") or verification.outputs
+        top1 = [o.top1_vs_float for o in ref if o.top1_vs_float is not None]
+        sqnr = [o.sqnr_vs_float_db for o in ref if o.sqnr_vs_float_db is not None]
+        rows += [("top-1 vs float", f"{100 * min(top1):.2f}% ({verification.samples} samples)" if top1 else "-"),
+                 ("SQNR vs float", f"{min(sqnr):.1f} dB" if sqnr else "-"),
+                 ("sim=TFLite exact", f"{100 * verification.exact_fraction:.2f}% (reference kernels)")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(["summary"] + [f"  {k:<{width}}  {v}" for k, v in rows])
 
 
 def main(argv) -> int:
@@ -165,11 +215,11 @@ def main(argv) -> int:
 
             path = tfquant.debug.diagnose(sim, samples).write_report(FLAGS.report)
             print(f"wrote {path}")
-        report = tfquant.inspect(FLAGS.output)
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(report.op_counts().items()))
-        print(f"wrote {FLAGS.output}: {report.size_bytes} bytes; ops: {counts}; float ops: {len(report.float_ops)}")
+        verification = None
         if FLAGS.verify:
-            print(sim.verify(samples, kernels=("reference",)).table())
+            verification = sim.verify(samples, kernels=("reference",))
+            print(verification.table())
+        print(summary_table(FLAGS.output, tfquant.inspect(FLAGS.output), verification))
     except TFQuantError as e:
         return _fail(str(e))
     except OSError as e:             # disk full, permissions changed under us: the writes are atomic

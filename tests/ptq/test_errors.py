@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import ptq_models
 import tfquant
+from test_convert_cli import check_summary, summary_of
 from tfquant.errors import DataError, ModelFileError, SpecError, TFQuantError
 
 FAST = dict(progress=False)
@@ -114,7 +115,7 @@ def test_convert_command(keras3_dir, calibration, tmp_path):
     proc = _convert("--saved_model", keras3_dir, "--output", str(out), "--calibration", str(npy),
                     "--per_tensor", "--steps", "cle,bias_correction", "--noprogress", "--verify")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "steps: cle, weight ranges" in proc.stdout and "float ops: 0" in proc.stdout
+    assert "steps: cle, weight ranges" in proc.stdout and summary_of(proc.stdout)["float ops left"] == "0"
     assert "reference" in proc.stdout
     report = tfquant.inspect(str(out))
     conv = report.ops_of_type("CONV_2D")[0]
@@ -140,6 +141,11 @@ def test_convert_command_plan_report_and_float(keras3_dir, calibration, tmp_path
     assert f"kept in float: ['{dw}']" in proc.stdout
     float_ops = [o.op for o in tfquant.inspect(str(out2)).float_ops if o.op not in ("QUANTIZE", "DEQUANTIZE")]
     assert float_ops == ["DEPTHWISE_CONV_2D", "CONV_2D"]
+    summary = summary_of(proc.stdout)                 # the summary names them, and counts the float tensors
+    check_summary(summary, out2)
+    assert summary["float ops left"].startswith("2 (#")      # (QUANTIZE / DEQUANTIZE are not counted)
+    int8, total = map(int, summary["int8 activations"].split(" ")[0].split("/"))
+    assert int8 < total and summary["fidelity"] == "not measured (add --verify)"
     proc = _convert("--saved_model", keras3_dir, "--output", str(out2), "--calibration", str(npy), "--noprogress",
                     "--plan", str(plan))
     assert proc.returncode == 0 and out2.read_bytes() == first

@@ -84,12 +84,19 @@ class ModelReport:
         return [op for op in self.ops if op.is_float]
 
     @property
+    def activation_tensors(self) -> list[TensorInfo]:
+        """Activation (non-constant) tensors, the model's float inputs and outputs and the
+        tensors between them and their QUANTIZE / DEQUANTIZE left out: the ones a fully
+        quantized model holds in int8."""
+        edges = set(self.inputs) | set(self.outputs)
+        return [t for t in self.tensors if not t.is_constant and t.index not in edges
+                and not self._edge_of_io(t.index)]
+
+    @property
     def non_int8_tensors(self) -> list[TensorInfo]:
         """Activation tensors that are not int8, the model's float inputs and outputs left out:
         what mixed precision kept in float (or in int16)."""
-        edges = set(self.inputs) | set(self.outputs)
-        return [t for t in self.tensors if not t.is_constant and t.dtype not in ("INT8", "INT32")
-                and t.index not in edges and not self._edge_of_io(t.index)]
+        return [t for t in self.activation_tensors if t.dtype not in ("INT8", "INT32")]
 
     def _edge_of_io(self, index: int) -> bool:
         """A float tensor between a model input / output and its QUANTIZE / DEQUANTIZE."""

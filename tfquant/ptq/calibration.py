@@ -4,6 +4,7 @@
     >>> cal = Calibration.of(tf_dataset, input_spec)             # batched or not; (x, y) -> x
     >>> cal = Calibration.of("images/", input_spec, config)      # a folder of images
     >>> cal = Calibration.of("calibration.npy", input_spec)      # memory-mapped
+    >>> cal = Calibration.of("cal.tfrecord", input_spec, config) # serialized tf.train.Example
     >>> for batch in cal.batches(16, limit=256): ...             # float32 numpy batches
 
 Every batch is checked as it streams: float dtype, the model's per-sample shape, finite values;
@@ -12,6 +13,7 @@ an empty source raises `DataError`.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Iterator, Optional
 
@@ -21,6 +23,7 @@ import tensorflow as tf
 from tfquant.errors import DataError, cause_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+TFRECORD_EXTENSIONS = (".tfrecord", ".tfrecords")
 
 
 class Calibration:
@@ -51,7 +54,11 @@ class Calibration:
                 except Exception as e:  # noqa: BLE001
                     raise DataError(f"Calibration file {path!r} is not a readable .npy array: {cause_text(e)}") from e
                 return cls(array, shape, f"array in {path!r}", config)
-            raise DataError(f"Calibration source {path!r} is neither a folder of images nor a .npy file.")
+            if path.endswith(TFRECORD_EXTENSIONS):
+                source = _TFRecord(path, shape, config)
+                return cls(source, shape, f"feature {source.key!r} of {path!r}", config)
+            raise DataError(f"Calibration source {path!r} is neither a folder of images, a .npy file nor a "
+                            f"TFRecord ({', '.join(TFRECORD_EXTENSIONS)}) of tf.train.Example.")
         if isinstance(data, tf.data.Dataset):
             return cls(data, shape, "tf.data.Dataset", config)
         if isinstance(data, (np.ndarray, tf.Tensor, list, tuple)):
@@ -67,7 +74,7 @@ class Calibration:
                 raise ragged
             return cls(array, shape, "array", config)
         raise DataError(f"Calibration data of type {type(data).__name__} is not supported: pass a "
-                        "numpy array, a tf.data.Dataset, a folder of images or a .npy file.")
+                        "numpy array, a tf.data.Dataset, a folder of images, a .npy file or a .tfrecord file.")
 
     # ---- checks -----------------------------------------------------------------------
     def _check(self, batch: np.ndarray) -> np.ndarray:
@@ -210,3 +217,129 @@ class _ImageFolder:
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         for start in range(0, len(self.files), batch_size):
             yield np.stack([self._load(f) for f in self.files[start:start + batch_size]])
+
+
+def _record_error(path: str, e: Exception) -> DataError:
+    """A tf.data read error on a TFRecord as one line naming the file and the byte offset."""
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    where = re.search(r"(corrupted|truncated) record at \d+", first)
+    return DataError(f"The TFRecord {path!r} is corrupt: {where.group(0) if where else first[:200]}. "
+                     "Rewrite it, uncompressed (tf.io.TFRecordWriter), or pass another calibration source.")
+
+
+class _TFRecord:
+    """Serialized tf.train.Example records, one feature of each as a calibration sample, streamed
+    with tf.data. A bytes feature is an encoded image (tf.io.decode_image: PNG, JPEG, BMP, GIF)
+    resized to the model's input (or `config.image_size`) and normalised as
+    (pixel - image_mean) / image_std; an int64 list holds raw pixels (normalised the same way) and
+    a float list preprocessed values, each reshaped to one sample of the model's input shape.
+
+    The records up to `config.max_calibration_samples` are checked when the source is made (before
+    any pipeline step): readable (no corrupt or truncated record), each a tf.train.Example holding
+    the feature, of the kind and length of the first; the first one is decoded.
+    """
+
+    def __init__(self, path: str, input_shape, config):
+        import tensorflow as tf
+        from google.protobuf.message import DecodeError
+
+        self.path = path
+        if input_shape is None or len(input_shape) < 2:
+            raise DataError(f"A TFRecord calibrates a model whose input is a batch [N, ...]; this one is "
+                            f"{input_shape}.")
+        self.mean = float(getattr(config, "image_mean", 127.5))
+        self.std = float(getattr(config, "image_std", 127.5))
+        wanted = getattr(config, "tfrecord_feature", None)
+        limit = int(getattr(config, "max_calibration_samples", 256))
+        self.key, self.kind, length, count = wanted, None, None, 0
+        try:
+            for i, raw in enumerate(tf.data.TFRecordDataset(path).take(limit)):
+                try:
+                    example = tf.train.Example.FromString(raw.numpy())
+                except DecodeError:
+                    raise DataError(f"Record {i} of {path!r} is not a serialized tf.train.Example.") from None
+                features = example.features.feature
+                if self.key is None:
+                    if len(features) != 1:
+                        raise DataError(f"The records of {path!r} hold {len(features)} features "
+                                        f"{sorted(features)}: name the one to calibrate with "
+                                        "(tfrecord_feature, --tfrecord_feature).")
+                    self.key = next(iter(features))
+                if self.key not in features:
+                    raise DataError(f"Record {i} of {path!r} has no feature {self.key!r}; its features: "
+                                    f"{sorted(features)}.")
+                feature = features[self.key]
+                kind = feature.WhichOneof("kind")
+                values = getattr(feature, kind).value if kind else []
+                if self.kind is None:
+                    self.kind, length = kind, len(values)
+                if kind != self.kind or (kind != "bytes_list" and len(values) != length) or \
+                        (kind == "bytes_list" and len(values) != 1):
+                    what = f"{len(values)} {kind or 'empty'} value(s)"
+                    raise DataError(f"Record {i} of {path!r}: feature {self.key!r} holds {what}, the first "
+                                    f"record {length} {self.kind} value(s); every record needs one sample "
+                                    "of the same kind and size (one encoded image for a bytes feature).")
+                count += 1
+        except tf.errors.OpError as e:
+            raise _record_error(path, e) from None
+        if count == 0:
+            raise DataError(f"The TFRecord {path!r} holds no record.")
+        self.shape = self._sample_shape(list(input_shape[1:]), config, length)
+        next(self.batches(1))               # decode the first record now: a bad image fails here
+
+    def _sample_shape(self, shape: list, config, length: int) -> list:
+        size = getattr(config, "image_size", None)
+        if size is not None and len(shape) == 3:
+            shape = [int(size[0]), int(size[1]), shape[2]]
+        if self.kind == "bytes_list":
+            if len(shape) != 3 or shape[2] not in (1, 3, None):
+                raise DataError(f"Encoded images in {self.path!r} calibrate a model whose input is [N, H, W, "
+                                f"1 or 3] images; this one expects {shape}.")
+            if shape[0] is None or shape[1] is None:
+                raise DataError("The model's input size is not fixed: set the size the TFRecord's images are "
+                                "resized to (PTQConfig.image_size, --image_size).")
+            return [shape[0], shape[1], shape[2] or 3]
+        if any(d is None for d in shape):
+            raise DataError(f"The model's input shape {['?' if d is None else d for d in shape]} is not fixed: "
+                            f"the {self.kind} feature {self.key!r} of {self.path!r} cannot be reshaped to it.")
+        if length != int(np.prod(shape)):
+            raise DataError(f"Feature {self.key!r} of {self.path!r} holds {length} values per record; the model "
+                            f"expects samples of shape {shape} ({int(np.prod(shape))} values).")
+        return shape
+
+    def _dataset(self, batch_size: int):
+        import tensorflow as tf
+
+        dtype = {"bytes_list": tf.string, "int64_list": tf.int64, "float_list": tf.float32}[self.kind]
+        spec = {self.key: tf.io.FixedLenFeature([] if self.kind == "bytes_list" else [int(np.prod(self.shape))],
+                                                dtype)}
+        h, w, c = (self.shape + [None, None, None])[:3]
+        mean, std, kind, key, shape = self.mean, self.std, self.kind, self.key, self.shape
+
+        def decode(record):
+            value = tf.io.parse_single_example(record, spec)[key]
+            if kind == "bytes_list":
+                image = tf.io.decode_image(value, channels=c, expand_animations=False)
+                image = tf.image.resize(tf.cast(image, tf.float32), (h, w), method="bilinear")
+                return (image - mean) / std
+            value = tf.reshape(value, shape)
+            return (tf.cast(value, tf.float32) - mean) / std if kind == "int64_list" else value
+
+        return tf.data.TFRecordDataset(self.path).map(decode).batch(batch_size)
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        import tensorflow as tf
+
+        iterator = iter(self._dataset(batch_size))
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except tf.errors.OpError as e:
+                if isinstance(e, tf.errors.DataLossError):
+                    raise _record_error(self.path, e) from None
+                why = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", str(e).splitlines()[0]).strip()
+                raise DataError(f"A record of {self.path!r} could not be decoded as feature {self.key!r} "
+                                f"({type(e).__name__}: {why[:160]}).") from None
+            yield batch.numpy()

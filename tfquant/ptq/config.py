@@ -89,7 +89,10 @@ class PTQConfig:
       batch_size: calibration batch size.
       image_size: (height, width) images from a folder are resized to (default: the model's
         input size).
-      image_mean / image_std: a folder's images become (pixel - mean) / std.
+      image_mean / image_std: a folder's images become (pixel - mean) / std (so do a TFRecord's
+        encoded images and int64 pixel lists).
+      tfrecord_feature: the feature of a .tfrecord calibration file's tf.train.Example records
+        to calibrate with (default: the only one).
       progress: tqdm progress bars.
       seed: random seed (sampling, AdaRound batches).
     """
@@ -125,6 +128,7 @@ class PTQConfig:
     image_size: Optional[tuple[int, int]] = None
     image_mean: float = 127.5
     image_std: float = 127.5
+    tfrecord_feature: Optional[str] = None
     progress: bool = True
     seed: int = 0
 

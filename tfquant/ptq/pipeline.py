@@ -249,7 +249,8 @@ def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None,
       model: a SavedModel directory (its `signature`), a Keras model, or a tf.function with an
         input signature.
       calibration: a numpy array [N, ...] of preprocessed float samples, a tf.data.Dataset, a
-        folder of images (see PTQConfig.image_mean / image_std), a .npy file, or None for a
+        folder of images (see PTQConfig.image_mean / image_std), a .npy file, a .tfrecord of
+        tf.train.Example (see PTQConfig.tfrecord_feature), or None for a
         data-free pipeline (then PTQConfig.input_range is required).
       config: a `PTQConfig`; keyword `overrides` replace its fields (e.g. per_channel=False).
       output: write the int8 flatbuffer there (atomically).
