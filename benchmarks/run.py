@@ -19,7 +19,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small sets and short training (for CI and smoke runs).")
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file to write.")
 flags.DEFINE_string("plots_dir", "benchmarks/plots", "Folder for the PNG plots.")
-flags.DEFINE_list("suites", ["efficientnet", "fashion_mnist"], "Suites to run.")
+flags.DEFINE_list("suites", ["efficientnet", "fashion_mnist", "scale"], "Suites to run.")
 flags.DEFINE_string("readme", "README.md", "README whose headline block a full run of both suites rewrites "
                     "from the new BENCHMARKS.md ('' for none).")
 
@@ -87,6 +87,11 @@ def main(argv) -> int:
         sections.append(text)
         _plot(rows, "accuracy", "Fashion-MNIST: test accuracy in TFLite",
               os.path.join(FLAGS.plots_dir, "fashion_mnist_accuracy.png"))
+    if "scale" in FLAGS.suites:
+        from benchmarks import suite_scale
+
+        _, text = suite_scale.run(quick)
+        sections.append(text)
     sections.append(f"Total benchmark wall time: {time.time() - started:.0f} s.\n")
     write_bytes_atomic(FLAGS.output, "\n".join(sections).encode())
     logging.info("wrote %s", FLAGS.output)

@@ -80,7 +80,8 @@ def _run_worker(*args: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.suite_scale", "--worker", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"scale worker {args} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"scale worker {args} failed (exit status {proc.returncode}; -9: killed, "
+                           f"e.g. out of memory):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
