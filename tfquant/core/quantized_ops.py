@@ -150,7 +150,8 @@ def quantized_constant(value):
     """(value on its int8 grid, its range): a constant operand of MUL / ADD
     (`op_rules.constant_operand_range`); the converter stores it as an int8 tensor."""
     value = tf.convert_to_tensor(value, tf.float32)
-    rng = constant_operand_range(value if tf.is_symbolic_tensor(value) else value.numpy())
+    static = tf.get_static_value(value)          # a constant, or a variable read eagerly
+    rng = constant_operand_range(value if static is None else static)
     return fake_quant(value, *rng, ACTIVATION), rng
 
 
