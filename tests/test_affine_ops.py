@@ -60,7 +60,7 @@ def to_int(y, scale: float, zp: int) -> np.ndarray:
 
 @pytest.mark.parametrize("a_range,b_range,out_range,activation,broadcast", [
     (POW2_A, POW2_A, POW2_OUT, None, True),              # multiplier 1/32: ties everywhere
-    (POW2_A, (-1.0, 127.0 / 128.0), (-2.0, 127.0 / 64.0), "relu", False),
+    pytest.param(POW2_A, (-1.0, 127.0 / 128.0), (-2.0, 127.0 / 64.0), "relu", False, marks=pytest.mark.slow),
     ((-2.3, 3.1), (-0.7, 1.9), (-3.3, 4.4), None, False),
     ((-2.3, 3.1), (0.0, 1.9), (-1.0, 6.1), "relu6", True),
 ])
@@ -107,7 +107,8 @@ def test_mul_exact_kernel_rounds_ties_away_from_zero():
 
 
 @pytest.mark.parametrize("with_offset,with_scale,activation", [
-    (True, True, None), (True, True, "relu"), (True, True, "relu6"), (False, True, "relu"), (True, False, None)])
+    (True, True, None), pytest.param(True, True, "relu", marks=pytest.mark.slow), (True, True, "relu6"),
+    (False, True, "relu"), pytest.param(True, False, None, marks=pytest.mark.slow)])
 def test_affine_with_constant_operands_matches_the_reference_kernels(with_offset, with_scale, activation):
     rng = np.random.default_rng(3)
     channels = 8
