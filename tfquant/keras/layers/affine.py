@@ -26,7 +26,7 @@ from tfquant.core import bn_affine, quantized_add, quantized_affine, quantized_c
 from tfquant.core.op_rules import FUSED_ACTIVATIONS, affine_parts, apply_fused_activation
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer
-from tfquant.keras.quantizers import ActivationQuantizer, calibrating, deserialize, serialize
+from tfquant.keras.quantizers import ActivationQuantizer, deserialize, serialize
 
 L = keras.layers
 AFFINE_LAYERS = (L.BatchNormalization, L.Rescaling, L.Normalization)
