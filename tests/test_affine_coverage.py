@@ -135,3 +135,18 @@ def test_an_affine_over_another_axis_stays_float_with_a_reason():
     report = tfquant.keras.quantization_report(qmodel)
     assert report.status_of("bn") == "float"
     assert "axis other than the last" in str(report)
+
+
+@pytest.mark.slow
+def test_resnet50v2_pre_activation_batch_norms_are_int8_and_exact():
+    """keras.applications.ResNet50V2 at a small input: its 17 pre-activation BNs (34 float ops on
+    main) become int8 MUL + ADD on both routes, and the simulation is exact."""
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50V2(weights=None, input_shape=(32, 32, 3), classes=10)
+    x = np.random.default_rng(20).uniform(-1, 1, (32, 32, 32, 3)).astype(np.float32)
+    with_bn_statistics(model, x)
+    x_test = np.random.default_rng(21).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    results = both_routes(model, x, x_test, "post_bn")
+    assert_int8_and_exact(results, ["MUL", "ADD"])
+    for route, ops, _ in results:
+        assert [op for op, _ in ops].count("MUL") >= 17, route
