@@ -39,6 +39,7 @@ from tfquant.core.bn_folding import bn_affine, fold_affine, scale_output_channel
 from tfquant.core.plan import PlanEntry, QuantPlan
 from tfquant.core.op_rules import (
     ACTIVATION_BOUNDS,
+    AFFINE_TFLITE_OPS,
     FIXED_OUTPUT_RANGES,
     FUSED_ACTIVATIONS,
     LOOKUP_TABLE_OPS,
@@ -46,18 +47,23 @@ from tfquant.core.op_rules import (
     LOGISTIC_RANGE,
     SOFTMAX_RANGE,
     TANH_RANGE,
+    affine_parts,
     apply_fused_activation,
+    constant_operand_range,
     lookup_table_op,
 )
 from tfquant.core.integer_kernels import get_simulation_mode, simulation_mode
 from tfquant.core.quantized_ops import (
     kernel_range,
     quantized_add,
+    quantized_affine,
     quantized_avg_pool,
+    quantized_constant,
     quantized_input,
     quantized_leaky_relu,
     quantized_linear,
     quantized_lookup_table,
     quantized_mean,
+    quantized_mul,
     quantized_softmax,
 )

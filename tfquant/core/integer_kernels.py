@@ -31,6 +31,10 @@ AVERAGE_POOL_2D      sum of the raw int8 values of the window's valid elements, 
 SOFTMAX (int8)       gemmlowp fixed point: input scaled to Q5.26, exp_on_negative_values, sum in
                      Q12.19, reciprocal by Newton-Raphson (GetReciprocal), output (1/256, -128).
 QUANTIZE             float32 x / float32 scale, rounded half away from zero, + zp, clamp.
+MUL (int8)           (q_a - zp_a) * (q_b - zp_b) in int32, times QuantizeMultiplier(double(s_a) *
+                     double(s_b) / double(s_out)) (mul.cc Prepare; reference_integer_ops::Mul /
+                     BroadcastMul6DSlow), + zp_out, clamp to the fused activation's range. A
+                     constant operand (a per-channel affine's scale) is an int8 tensor like any other.
 LEAKY_RELU (int8)    (q - zp_in) times QuantizeMultiplier(s_in / s_out) where it is >= 0, else
                      times QuantizeMultiplier(s_in * alpha / s_out), both computed in float
                      (activations.cc LeakyReluPrepare); MultiplyByQuantizedMultiplier, + zp_out.
@@ -241,6 +245,20 @@ def add(a: tf.Tensor, b: tf.Tensor, *, a_scale: float, a_zero_point: int, b_scal
     qb = _grid(b, s_b) * (1 << ADD_LEFT_SHIFT)
     total = multiply_by_quantized_multiplier(qa, m_a, sh_a) + multiply_by_quantized_multiplier(qb, m_b, sh_b)
     q = multiply_by_quantized_multiplier(total, m_o, sh_o) + output_zero_point
+    lo, hi = activation_bounds(activation, s_out, output_zero_point)
+    return _to_float(tf.clip_by_value(q, lo, hi), s_out, output_zero_point)
+
+
+def mul(a: tf.Tensor, b: tf.Tensor, *, a_scale: float, a_zero_point: int, b_scale: float,
+        b_zero_point: int, output_scale: float, output_zero_point: int,
+        activation: Optional[str] = None) -> tf.Tensor:
+    """MUL (int8, broadcasting), reference_integer_ops::Mul: the int32 product of (q - zp) times
+    one multiplier QuantizeMultiplier(double(s_a) * double(s_b) / double(s_out)), double
+    rounding, + zp_out, clamped to the fused activation's range. `a`, `b` on their grids."""
+    s_a, s_b, s_out = np.float32(a_scale), np.float32(b_scale), np.float32(output_scale)
+    multiplier, shift = quantize_multiplier(np.float64(s_a) * np.float64(s_b) / np.float64(s_out))
+    product = _grid(a, s_a) * _grid(b, s_b)                                   # |.| <= 2^16: no overflow
+    q = multiply_by_quantized_multiplier(product, multiplier, shift) + output_zero_point
     lo, hi = activation_bounds(activation, s_out, output_zero_point)
     return _to_float(tf.clip_by_value(q, lo, hi), s_out, output_zero_point)
 

@@ -13,6 +13,12 @@
 - Lookup-table ops (`LOOKUP_TABLE_OPS`): int8 kernels that tabulate a float function over the
   256 input values (EXP, GELU). One entry is all an op of this family needs: QAT quantizes its
   Keras activation, PTQ its TF op, and `core.quantized_lookup_table` is its exact kernel.
+- Per-channel affines (`AFFINE_TFLITE_OPS`): y = x * scale + offset that no linear op before it
+  absorbs (a batch norm after an add, a concat or the input; Rescaling; Normalization; the scaled
+  residual of InceptionResNetV2) is MUL by an int8 constant onto a grid of its own, then ADD of an
+  int8 constant onto the output grid (with the fused ReLU / ReLU6), as the converter emits it. A
+  constant operand is int8 per tensor, asymmetric, over its values and zero
+  (`constant_operand_range`); an all-zero offset leaves the ADD out, a scale of one the MUL.
 """
 from __future__ import annotations
 
@@ -66,6 +72,31 @@ SAME_SCALE_TF_TO_TFLITE: dict[str, Optional[str]] = {
 }
 # TF ops that only move values around: their output stays on the input's integer grid.
 SAME_SCALE_TF_OPS = frozenset(tf_op for tf_op, op in SAME_SCALE_TF_TO_TFLITE.items() if keeps_input_grid(op))
+
+
+# The TFLite ops of a per-channel affine y = x * scale + offset that does not fold into a linear
+# op before it: MUL by the int8 constant `scale` (own calibrated grid), then ADD of the int8
+# constant `offset` (own grid, the fused activation in it). Both front ends and the exact
+# simulation (`core.quantized_affine`) read this one rule.
+AFFINE_TFLITE_OPS = ("MUL", "ADD")
+
+
+def constant_operand_range(values):
+    """The range of an int8 constant operand of MUL / ADD: per tensor, asymmetric, [min(v, 0),
+    max(v, 0)] (what the converter quantizes a constant with). numpy or TF values."""
+    if isinstance(values, (tf.Tensor, tf.Variable)):
+        v = tf.convert_to_tensor(values)
+        return tf.minimum(tf.reduce_min(v), 0.0), tf.maximum(tf.reduce_max(v), 0.0)
+    v = np.asarray(values, np.float64)
+    return float(min(v.min(), 0.0)), float(max(v.max(), 0.0))
+
+
+def affine_parts(scale, offset) -> tuple[bool, bool]:
+    """(has MUL, has ADD) of the affine x * scale + offset (numpy values): a scale of all ones
+    needs no MUL, an offset of all zeros no ADD."""
+    has_mul = scale is not None and not np.all(np.asarray(scale) == 1.0)
+    has_add = offset is not None and bool(np.any(np.asarray(offset) != 0.0))
+    return has_mul, has_add
 
 
 @dataclasses.dataclass(frozen=True)

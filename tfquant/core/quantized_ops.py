@@ -21,7 +21,13 @@ import tensorflow as tf
 
 from tfquant.core import integer_kernels
 from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_kernel, quant_scale
-from tfquant.core.op_rules import SOFTMAX_RANGE, LookupTableOp, apply_fused_activation, linear_forward
+from tfquant.core.op_rules import (
+    SOFTMAX_RANGE,
+    LookupTableOp,
+    apply_fused_activation,
+    constant_operand_range,
+    linear_forward,
+)
 from tfquant.core.quant_params import quant_params
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import SpecError
@@ -125,6 +131,54 @@ def quantized_add(a, b, *, a_range, b_range, output_range, activation: Optional[
                                 b_zero_point=int(pb.zero_point), output_scale=po.scale,
                                 output_zero_point=int(po.zero_point), activation=activation)
     return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_mul(a, b, *, a_range, b_range, output_range, activation: Optional[str] = None):
+    """MUL of two tensors on their grids (either may be a fake-quantized constant), onto the
+    output grid."""
+    fake = fake_quant(apply_fused_activation(activation, a * b), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pa, pb, po = (_params(r, ACTIVATION) for r in (a_range, b_range, output_range))
+    exact = integer_kernels.mul(a, b, a_scale=pa.scale, a_zero_point=int(pa.zero_point), b_scale=pb.scale,
+                                b_zero_point=int(pb.zero_point), output_scale=po.scale,
+                                output_zero_point=int(po.zero_point), activation=activation)
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_constant(value):
+    """(value on its int8 grid, its range): a constant operand of MUL / ADD
+    (`op_rules.constant_operand_range`); the converter stores it as an int8 tensor."""
+    value = tf.convert_to_tensor(value, tf.float32)
+    static = tf.get_static_value(value)          # a constant, or a variable read eagerly
+    rng = constant_operand_range(value if static is None else static)
+    return fake_quant(value, *rng, ACTIVATION), rng
+
+
+def quantized_affine(x, scale, offset, *, input_range, output_range, mid_range=None,
+                     activation: Optional[str] = None):
+    """x * scale + offset per channel (`op_rules.AFFINE_TFLITE_OPS`): MUL by the int8 constant
+    `scale` onto `mid_range`, then ADD of the int8 constant `offset` onto `output_range`, the
+    fused activation in the last op. `scale` or `offset` None leaves that op out (then
+    `mid_range` is not used). `x` must be on its grid.
+
+        y = quantized_affine(x, bn_scale, bn_offset, input_range=(-3, 5), mid_range=(-2, 4),
+                             output_range=(0, 6), activation="relu6")
+    """
+    if scale is None and offset is None:
+        raise SpecError("quantized_affine needs a scale, an offset or both.")
+    y, y_range = x, input_range
+    if scale is not None:
+        s, s_range = quantized_constant(scale)
+        last = offset is None
+        y = quantized_mul(y, s, a_range=y_range, b_range=s_range,
+                          output_range=output_range if last else mid_range,
+                          activation=activation if last else None)
+        y_range = output_range if last else mid_range
+    if offset is not None:
+        b, b_range = quantized_constant(offset)
+        y = quantized_add(y, b, a_range=y_range, b_range=b_range, output_range=output_range, activation=activation)
+    return y
 
 
 def quantized_leaky_relu(x, alpha: float, *, input_range, output_range):

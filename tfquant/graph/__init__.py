@@ -38,5 +38,6 @@ from tfquant.graph.patterns import (
     conv_bn_act,
     equalization_chains,
     fuse_activations,
+    split_affines,
     has_effective_padding,
 )

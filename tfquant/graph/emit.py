@@ -30,6 +30,7 @@ from tfquant.core import (
     fake_quant,
     fake_quant_kernel,
     quantized_add,
+    quantized_affine,
     quantized_avg_pool,
     quantized_input,
     quantized_linear,
@@ -41,6 +42,7 @@ from tfquant.core import (
 from tfquant.core.op_rules import (
     FIXED_RANGE_TF_OPS,
     SAME_SCALE_TF_OPS,
+    affine_parts,
     apply_fused_activation,
     linear_pre_activation,
     lookup_table_op,
@@ -254,11 +256,17 @@ class Emitter:
                                       output_range=self.plan.range_of(node.output()),
                                       activation=node.activation)]
             return [self._fq_out(node, apply_fused_activation(node.activation, a + b))]
-        if t == "affine":
-            y = values[0] * node.weights["scale"] + node.weights["offset"]
-            return [self._fq_out(node, y)]
-        if t == "bias_add":
-            return [self._fq_out(node, values[0] + node.weights["bias"])]
+        if t in ("affine", "bias_add"):      # MUL by / ADD of an int8 constant (op_rules.AFFINE_TFLITE_OPS)
+            scale = node.weights["scale"] if t == "affine" else None
+            offset = node.weights["bias"] if t == "bias_add" else node.weights["offset"]
+            if t == "affine" and not affine_parts(None, offset)[1]:
+                offset = None
+            if self._int8(node, node.inputs[0]) and (scale is None or offset is None):
+                return [quantized_affine(values[0], scale, offset, input_range=self.plan.range_of(node.inputs[0]),
+                                         output_range=self.plan.range_of(node.output()), activation=node.activation)]
+            y = values[0] if scale is None else values[0] * scale
+            y = y if offset is None else y + offset
+            return [self._fq_out(node, apply_fused_activation(node.activation, y))]
         if t in ("relu", "relu6"):
             return [self._fq_out(node, apply_fused_activation(t, values[0]))]
         if t == "pad":

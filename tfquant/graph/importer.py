@@ -285,9 +285,13 @@ class _Importer:
             return generic()
         if nd.op in ("Add", "AddV2") and len(data) == 2:
             return Node(name=name, type="add", inputs=data)
-        if nd.op == "Mul" and len(ins) == 2 and len(data) == 1:
+        if nd.op in ("Mul", "RealDiv") and len(ins) == 2 and len(data) == 1:
             const = [i for i in ins if self.is_const(i)][0]
+            if nd.op == "RealDiv" and ins[0] == const:
+                return generic()
             vec = self._per_channel(self.value(const), self._channels(ref(name)))
+            if vec is not None and nd.op == "RealDiv":      # x / c: MUL by 1 / c (as the converter makes it)
+                vec = (np.float32(1.0) / vec).astype(np.float32) if np.all(vec != 0) else None
             if vec is not None:
                 return Node(name=name, type="affine", inputs=data,
                             weights={"scale": vec, "offset": np.zeros_like(vec)},

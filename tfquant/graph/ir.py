@@ -10,7 +10,9 @@ depthwise       DepthwiseConv2dNative; kernel [H, W, C, M], bias [C * M]
 matmul          MatMul with a constant right operand; kernel [in, out] (transpose_b undone)
 bias_add        data + constant per-channel vector (BiasAdd, Add/AddV2 or Sub with a constant)
 affine          data * scale + offset per channel: a batch norm (FusedBatchNorm*, or the
-                Mul/Add(Sub) that Keras 3 writes), with its statistics in `node.bn` when known
+                Mul/Add(Sub) that Keras 3 writes), with its statistics in `node.bn` when known,
+                or a Mul / RealDiv by a constant (Rescaling, Normalization); one that no linear
+                op absorbs is split into MUL by a constant + bias_add (`split_affines`), both int8
 relu, relu6     activations (fused into the producing linear op / add by `fuse_activations`)
 add             data + data (residual)
 pad             Pad/PadV2 with constant zero padding
@@ -18,7 +20,7 @@ avg_pool, max_pool, mean, concat, reshape, softmax, identity
 passthrough     any other op: emitted untouched from its NodeDef, and reported
 ==============  =============================================================================
 
-Linear nodes (conv2d, depthwise, matmul) and `add` carry a fused `activation` (None, "relu",
+Linear nodes (conv2d, depthwise, matmul), `add`, `affine` and `bias_add` carry a fused `activation` (None, "relu",
 "relu6") once `fuse_activations` has run, and linear nodes carry `out_stats`: the per-channel
 mean and standard deviation of their pre-activation output (beta and |gamma| of a folded batch
 norm) when known — the statistics that data-free range setting, bias absorption and analytic

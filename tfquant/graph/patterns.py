@@ -3,6 +3,7 @@ that cross-layer equalization rescales (conv -> act -> conv pairs, conv -> act -
 act -> conv triplets, and longer chains, through Pad).
 
     >>> for linear, bn in bn_folds(graph): ...           # linear -> affine, the affine only reader
+    >>> split_affines(graph)                               # unfolded affine -> MUL const, ADD const
     >>> fuse_activations(graph)                            # relu / relu6 into the op before them
     >>> for chain in equalization_chains(graph): chain.layers, chain.pads
 """
@@ -11,7 +12,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import numpy as np
+
+from tfquant.core.op_rules import affine_parts
 from tfquant.graph.ir import ACTIVATION_TYPES, Graph, Node
+
+# the IR types that take a fused ReLU / ReLU6 (TFLite's CONV_2D, ..., ADD, MUL)
+FUSING_TYPES = frozenset({"add", "affine", "bias_add"})
 
 
 def bn_folds(graph: Graph) -> list[tuple[Node, Node]]:
@@ -46,15 +53,43 @@ def conv_bn_act(graph: Graph) -> list[tuple[Node, Optional[Node], Optional[Node]
     return out
 
 
+def split_affines(graph: Graph) -> int:
+    """Each affine left after BN folding (x * scale + offset per channel) becomes the two int8 ops
+    of `core.op_rules.AFFINE_TFLITE_OPS`: an affine with the scale only (MUL by a constant) and a
+    bias_add of the offset (ADD of a constant), each with its own output grid. An all-zero offset
+    leaves the affine alone; a scale of ones makes it a bias_add. Returns the number of ADDs made."""
+    made = 0
+    order = []
+    for node in graph:
+        order.append(node)
+        if node.type != "affine":
+            continue
+        has_mul, has_add = affine_parts(node.weights["scale"], node.weights["offset"])
+        if not has_add:
+            continue
+        offset = node.weights["offset"]
+        if not has_mul:
+            node.type, node.weights, node.bn = "bias_add", {"bias": offset}, None
+            continue
+        add = Node(name=f"{node.name}/offset", type="bias_add", inputs=[node.output()], weights={"bias": offset},
+                   out_dtypes=list(node.out_dtypes), out_shapes=list(node.out_shapes), origin=list(node.origin))
+        graph.replace_uses(node.output(), add.output())
+        node.weights = {"scale": node.weights["scale"], "offset": np.zeros_like(offset)}
+        order.append(add)
+        made += 1
+    graph.nodes = {n.name: n for n in order}
+    return made
+
+
 def fuse_activations(graph: Graph) -> int:
-    """Fuse every ReLU / ReLU6 into the linear op or add that is its only input's producer
-    (as TFLite fuses them). Returns the number fused."""
+    """Fuse every ReLU / ReLU6 into the linear op, add, or constant MUL / ADD (affine, bias_add)
+    that is its only input's producer (as TFLite fuses them). Returns the number fused."""
     fused = 0
     for node in graph:
         if node.name not in graph.nodes or node.type not in ACTIVATION_TYPES:
             continue
         prev = graph.producer(node.inputs[0])
-        if (prev.is_linear or prev.type == "add") and prev.activation is None \
+        if (prev.is_linear or prev.type in FUSING_TYPES) and prev.activation is None \
                 and graph.sole_consumer(prev.output()) is node:
             prev.activation = node.type
             prev.origin += node.origin

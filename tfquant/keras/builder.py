@@ -15,6 +15,7 @@ from tfquant.keras.layer_graph import LayerGraph
 from tfquant.keras.layers import (
     QuantActivation,
     QuantAdd,
+    QuantAffine,
     QuantAveragePooling,
     QuantConcatenate,
     QuantConv,
@@ -23,6 +24,7 @@ from tfquant.keras.layers import (
     QuantizeWrapper,
     QuantMultiply,
     QuantResize,
+    QuantScaledAdd,
 )
 from tfquant.keras.planner import Planner, PlannedOp
 from tfquant.keras.registry import custom_config
@@ -116,6 +118,14 @@ class Builder:
         elif kind in ("add", "sub"):
             y = QuantAdd(op="add" if kind == "add" else "subtract", activation=q.activation,
                          activation_quantizer=aq, shared_output=q.shared_output, name=name)(self._in(q))
+        elif kind == "affine":
+            ql = QuantAffine(layer=_clone(layer), activation=q.activation, activation_quantizer=aq,
+                             shared_output=q.shared_output, name=name)
+            y = ql(self._in(q))
+            _copy_weights(ql.layer, layer)
+        elif kind == "scaled_add":
+            y = QuantScaledAdd(scale=q.params["scale"], activation=q.activation, activation_quantizer=aq,
+                               shared_output=q.shared_output, name=name)(self._in(q))
         elif kind == "mul":
             y = QuantMultiply(activation_quantizer=aq, shared_output=q.shared_output, name=name)(self._in(q))
         elif kind == "concat":

@@ -18,6 +18,7 @@ from tfquant.core.op_rules import FUSED_ACTIVATIONS
 from tfquant.keras.config import QATConfig
 from tfquant.keras.layer_graph import LayerCall, LayerGraph
 from tfquant.keras.layers.activation import FIXED_RANGE, supported_activations
+from tfquant.keras.layers.affine import AFFINE_LAYERS, affine_problem, scaled_add_scale
 from tfquant.keras.layers.conv import KINDS as CONV_KINDS
 from tfquant.keras.layers.resize import NearestUpSampling
 from tfquant.keras.registry import custom_config, is_passthrough
@@ -31,7 +32,7 @@ HOW_TO_REGISTER = ("register a QuantizeConfig for its class (tfquant.keras.regis
 
 @dataclasses.dataclass
 class PlannedOp:
-    kind: str        # input conv add sub mul concat avgpool gap resize act custom passthrough float
+    kind: str        # input conv add sub mul affine scaled_add concat avgpool gap resize act custom passthrough float
     op: Optional[LayerCall]
     inputs: list[int]
     outputs: list[int]
@@ -45,7 +46,7 @@ class PlannedOp:
     synthetic_layer: Optional[Callable] = None   # name -> a layer tfquant adds (no node to copy)
 
     def adoptable(self) -> bool:
-        if self.kind in ("input", "conv", "add", "sub", "mul", "concat", "gap"):
+        if self.kind in ("input", "conv", "add", "sub", "mul", "concat", "gap", "affine", "scaled_add"):
             return True
         if self.kind == "act":
             return self.activation not in FIXED_RANGE
@@ -213,10 +214,20 @@ class Planner:
         if act is not None:
             self.qops.append(PlannedOp("act", op, op.inputs, op.outputs, op.name, activation=act[0], params=act[1]))
             return self.report(op, "quantized", op.name)
-        if cls is L.BatchNormalization:
-            return self.float_op(op, "BatchNormalization that does not directly follow a Conv/Dense (or whose "
-                                     "input has other consumers) cannot be folded.",
-                                 "place it right after a Conv/Dense whose output feeds only it.")
+        if cls in AFFINE_LAYERS:       # not folded into a Conv/Dense: int8 MUL + ADD with constants
+            problem = affine_problem(layer)
+            if problem:
+                return self.float_op(op, problem, "use a per-channel affine over the last axis.")
+            q = PlannedOp("affine", op, op.inputs, op.outputs, op.name)
+            self.fuse_activation(q)
+            self.qops.append(q)
+            return self.report(op, "quantized", op.name)
+        scale = scaled_add_scale(layer)
+        if scale is not None and len(op.inputs) == 2:    # InceptionResNetV2's a + b * scale
+            q = PlannedOp("scaled_add", op, op.inputs, op.outputs, op.name, params={"scale": scale})
+            self.fuse_activation(q)
+            self.qops.append(q)
+            return self.report(op, "quantized", op.name)
         if isinstance(layer, keras.Model):
             return self.float_op(op, "A subclassed (or shared) model used as a layer has no graph to rewrite.",
                                  "build it with the Functional API and use it once, or quantize it separately.")

@@ -24,7 +24,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.errors import DataError, ModelFileError, SpecError
-from tfquant.graph import Graph, QuantPlan, assign_quantizers, build_function, fuse_activations, load_graph
+from tfquant.graph import (
+    Graph,
+    QuantPlan,
+    assign_quantizers,
+    build_function,
+    fuse_activations,
+    load_graph,
+    split_affines,
+)
 from tfquant.graph.patterns import equalization_chains
 from tfquant.io_utils import atomic_directory
 from tfquant.ptq.bias_correction import analytic_bias_correction
@@ -295,6 +303,7 @@ def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None,
     steps = config.active_steps
     report.folded_bn = len(fold_batch_norms(graph))
     report.unfolded_bn = unfolded_batch_norms(graph)
+    split_affines(graph)          # the rest: int8 MUL / ADD with constants, as the converter makes them
     fuse_activations(graph)
     lap("bn folding")
 

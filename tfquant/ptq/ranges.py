@@ -186,7 +186,7 @@ def bn_ranges(graph: Graph, plan: QuantPlan, config, input_range, allow_missing:
             if node.is_linear and node.name in pre:
                 st, act = pre[node.name], node.activation
             elif r in post:
-                st, act = post[r], (node.activation if node.type == "add" else None)
+                st, act = post[r], (node.activation if node.type in ("add", "affine", "bias_add") else None)
             else:
                 break
             low, high = ACTIVATION_BOUNDS[act]

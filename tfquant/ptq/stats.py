@@ -102,9 +102,9 @@ def propagate_stats(graph: Graph, input_stats: dict[str, Stats]) -> tuple[dict[s
             out = activation_stats(ins[0], node.type)
         elif node.type == "affine" and ins[0] is not None:
             sc, off = node.weights["scale"].astype(np.float64), node.weights["offset"].astype(np.float64)
-            out = Stats(ins[0].mean * sc + off, ins[0].std * np.abs(sc))
+            out = activation_stats(Stats(ins[0].mean * sc + off, ins[0].std * np.abs(sc)), node.activation)
         elif node.type == "bias_add" and ins[0] is not None:
-            out = ins[0].shifted(node.weights["bias"].astype(np.float64))
+            out = activation_stats(ins[0].shifted(node.weights["bias"].astype(np.float64)), node.activation)
         elif node.type == "concat" and all(s is not None for s in ins) and node.attrs["axis"] in (-1, 3):
             out = Stats(np.concatenate([s.mean for s in ins]), np.concatenate([s.std for s in ins]))
         elif node.type == "reshape" and ins[0] is not None:

@@ -1,6 +1,7 @@
 """tfquant's QAT layers (one concept per module); `quantize_model` builds models from them."""
 from tfquant.keras.layers.activation import QuantActivation
 from tfquant.keras.layers.add import QuantAdd
+from tfquant.keras.layers.affine import QuantAffine, QuantScaledAdd
 from tfquant.keras.layers.base import QuantLayer
 from tfquant.keras.layers.concat import QuantConcatenate
 from tfquant.keras.layers.conv import QuantConv
@@ -10,6 +11,6 @@ from tfquant.keras.layers.pooling import QuantAveragePooling, QuantGlobalAverage
 from tfquant.keras.layers.resize import QuantResize
 from tfquant.keras.layers.wrapper import QuantizeWrapper
 
-__all__ = ["QuantLayer", "QuantConv", "QuantizeInput", "QuantAdd", "QuantMultiply", "QuantConcatenate",
+__all__ = ["QuantLayer", "QuantConv", "QuantizeInput", "QuantAdd", "QuantAffine", "QuantScaledAdd", "QuantMultiply", "QuantConcatenate",
            "QuantAveragePooling", "QuantGlobalAveragePooling", "QuantResize", "QuantActivation",
            "QuantizeWrapper"]
