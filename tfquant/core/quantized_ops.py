@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tfquant.core import integer_kernels
 from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_kernel, quant_scale
-from tfquant.core.op_rules import SOFTMAX_RANGE, LookupTableOp, apply_fused_activation, linear_forward
+from tfquant.core.op_rules import LOGISTIC_RANGE, SOFTMAX_RANGE, LookupTableOp, apply_fused_activation, linear_forward
 from tfquant.core.quant_params import quant_params
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import SpecError
@@ -124,6 +124,28 @@ def quantized_add(a, b, *, a_range, b_range, output_range, activation: Optional[
     exact = integer_kernels.add(a, b, a_scale=pa.scale, a_zero_point=int(pa.zero_point), b_scale=pb.scale,
                                 b_zero_point=int(pb.zero_point), output_scale=po.scale,
                                 output_zero_point=int(po.zero_point), activation=activation)
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_mul(a, b, *, a_range, b_range, output_range, activation: Optional[str] = None):
+    """MUL of two tensors on their grids (broadcasting), onto the output grid."""
+    fake = fake_quant(apply_fused_activation(activation, a * b), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pa, pb, po = (_params(r, ACTIVATION) for r in (a_range, b_range, output_range))
+    exact = integer_kernels.mul(a, b, a_scale=pa.scale, a_zero_point=int(pa.zero_point), b_scale=pb.scale,
+                                b_zero_point=int(pb.zero_point), output_scale=po.scale,
+                                output_zero_point=int(po.zero_point), activation=activation)
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_logistic(x, *, input_range):
+    """LOGISTIC (sigmoid) of a tensor on its grid, onto TFLite's fixed output grid (1/256, -128)."""
+    fake = fake_quant(tf.sigmoid(x), *LOGISTIC_RANGE, ACTIVATION)
+    if not is_exact():
+        return fake
+    p = _params(input_range, ACTIVATION)
+    exact = integer_kernels.logistic(x, input_scale=p.scale, input_zero_point=int(p.zero_point))
     return integer_kernels.straight_through(fake, exact)
 
 

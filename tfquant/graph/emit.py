@@ -6,8 +6,8 @@
     >>> exact = build_function(graph, plan, mode="quant", exact=True)   # bit-exact simulation
 
 Every quantized op is built from `tfquant.core.quantized_ops` (quantized_input, quantized_linear,
-quantized_add, quantized_mean, quantized_avg_pool, quantized_softmax), so the fake-quant graph is
-what the TFLite converter lowers to int8 kernels and the "exact" one predicts their integers.
+quantized_add, quantized_mul, quantized_logistic, quantized_mean, quantized_avg_pool,
+quantized_softmax), so the fake-quant graph is what the TFLite converter lowers to int8 kernels and the "exact" one predicts their integers.
 Ops that TFLite requires to keep their input's scale (pad, pooling, reshape, concat, ...) share
 their input's quantizer; ops the IR does not know are emitted untouched from their NodeDef and
 their float outputs get a quantizer of their own.
@@ -33,8 +33,10 @@ from tfquant.core import (
     quantized_avg_pool,
     quantized_input,
     quantized_linear,
+    quantized_logistic,
     quantized_lookup_table,
     quantized_mean,
+    quantized_mul,
     quantized_softmax,
     simulation_mode,
 )
@@ -289,6 +291,13 @@ class Emitter:
             if self._int8(node, node.inputs[0]):
                 return [quantized_softmax(values[0], input_range=self.plan.range_of(node.inputs[0]))]
             return [tf.nn.softmax(values[0])]
+        if t == "passthrough" and node.tf_type == "Mul" and len(values) == 2 and self._int8(node, *node.inputs) \
+                and self.plan.is_owner(node.output()):
+            return [quantized_mul(values[0], values[1], a_range=self.plan.range_of(node.inputs[0]),
+                                  b_range=self.plan.range_of(node.inputs[1]),
+                                  output_range=self.plan.range_of(node.output()))]
+        if t == "passthrough" and node.tf_type == "Sigmoid" and self._int8(node, node.inputs[0]):
+            return [quantized_logistic(values[0], input_range=self.plan.range_of(node.inputs[0]))]
         table_op = lookup_table_op(tf_op=node.tf_type) if t == "passthrough" else None
         if table_op is not None and self._int8(node, node.inputs[0]) and self.plan.is_owner(node.output()):
             return [quantized_lookup_table(values[0], table_op, input_range=self.plan.range_of(node.inputs[0]),

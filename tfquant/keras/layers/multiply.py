@@ -1,11 +1,12 @@
 """`QuantMultiply`: MUL of two quantized tensors onto its own output grid (TFLite's MUL chooses its
-output scale). No exact emulation of MUL's requantization yet: the fake-quant path is used in
-both simulation modes."""
+output scale). Exact mode: `tfquant.core.quantized_mul` (MUL's int32 product and requantization)
+when both inputs are on known grids."""
 from __future__ import annotations
 
 import keras
 from keras.src.ops.operation_utils import broadcast_shapes
 
+from tfquant.core import quantized_mul
 from tfquant.errors import SpecError
 from tfquant.keras.layers.base import QuantLayer
 from tfquant.keras.quantizers import ActivationQuantizer, deserialize, serialize
@@ -28,7 +29,13 @@ class QuantMultiply(QuantLayer):
     def call(self, inputs, training=None):
         if len(inputs) != 2:
             raise SpecError(f"{self.name}: QuantMultiply takes exactly two inputs, got {len(inputs)}.")
-        return self._quantize_output(inputs[0] * inputs[1], training)
+        a, b = inputs
+
+        def exact(output_range):
+            return quantized_mul(a, b, a_range=self.input_range(0), b_range=self.input_range(1),
+                                 output_range=output_range)
+        on_grids = all(self.input_quantizer(i) is not None for i in (0, 1))
+        return self._quantize_output(a * b, training, exact=exact if on_grids else None)
 
     def get_config(self):
         config = super().get_config()
