@@ -216,6 +216,7 @@ class Emitter:
         self.keep_pre_activation = keep_pre_activation
         self.pre_activation: dict[str, tf.Tensor] = {}
         self._generic = _Generic(graph)
+        self._refake = self._shared_grids_read_by_avg_pool() if plan is not None else frozenset()
 
     # ---- helpers ----------------------------------------------------------------------
     def _q(self, tensor_ref: str) -> bool:
@@ -236,8 +237,31 @@ class Emitter:
     def weight_range(self, node: Node):
         return self.plan.weight_ranges[node.name]
 
+    def _shared_grids_read_by_avg_pool(self) -> frozenset:
+        """Outputs of same-scale ops (max pool, concat, pad, ...: no FakeQuant of their own) read by
+        an average pool and by other ops. The average pool's output FakeQuant has the same grid,
+        and the converter carries it back onto the average pool's input only: the other readers
+        would get the float tensor and run in float. A FakeQuant on the shared grid right at such
+        an output (a no-op on values already on it) gives every reader the int8 tensor."""
+        readers: dict[str, int] = {}
+        pooled = set()
+        for node in self.graph:
+            for r in node.inputs:
+                readers[r] = readers.get(r, 0) + 1
+            if node.type == "avg_pool":
+                pooled.add(node.inputs[0])
+        return frozenset(r for r in pooled if readers[r] > 1 and r in self.plan.qid and not self.plan.is_owner(r))
+
     # ---- the ops ----------------------------------------------------------------------
     def run_node(self, node: Node, values: Sequence) -> list:
+        outs = self._run_node(node, values)
+        if self.mode == "quant" and self._refake and node.type != "const":
+            outs = [fake_quant(o, *self.plan.range_of(ref(node.name, i)), ACT_SPEC)
+                    if ref(node.name, i) in self._refake and self._q(ref(node.name, i)) else o
+                    for i, o in enumerate(outs)]
+        return outs
+
+    def _run_node(self, node: Node, values: Sequence) -> list:
         t = node.type
         if t == "input":
             x = values[0]
