@@ -60,3 +60,29 @@ def test_swish_and_squeeze_excite_are_int8_and_exact(route):
     assert report.float_ops == []
     assert report.op_counts()["MUL"] == 3 and report.op_counts()["LOGISTIC"] == 3
     _assert_exact(result, expected_tensors=8)
+
+
+def max_pool_read_by_avg_pool_and_convs():
+    """InceptionV3's branches in miniature: a max pool read by two convs and by an average pool
+    (then a conv), concatenated."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    p = keras.layers.MaxPooling2D(2)(y)
+    a = keras.layers.Conv2D(4, 1)(p)
+    b = keras.layers.Conv2D(4, 1)(p)
+    c = keras.layers.Conv2D(4, 1)(keras.layers.AveragePooling2D(3, strides=1, padding="same")(p))
+    y = keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate()([a, b, c]))
+    return keras.Model(x, keras.layers.Dense(10)(y))
+
+
+@pytest.mark.parametrize("route", ["ptq", "qat"])
+def test_max_pool_read_by_avg_pool_and_convs_is_int8_and_exact(route):
+    """Cause 4: the average pool's output FakeQuant reached only its own input, so the two other
+    convs read the max pool's output in float (2 CONV_2D float, 98.75% exact before)."""
+    x_cal, x_test = _data()
+    tflite, result = _route(max_pool_read_by_avg_pool_and_convs(), route, x_cal, x_test)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    assert report.op_counts()["CONV_2D"] == 4 and report.op_counts()["QUANTIZE"] == 1
+    _assert_exact(result, expected_tensors=4)
