@@ -86,3 +86,30 @@ def test_max_pool_read_by_avg_pool_and_convs_is_int8_and_exact(route):
     assert report.float_ops == []
     assert report.op_counts()["CONV_2D"] == 4 and report.op_counts()["QUANTIZE"] == 1
     _assert_exact(result, expected_tensors=4)
+
+
+def test_quantize_after_a_float_island_rounds_as_tflite():
+    """Cause 8 (ResNet50V2 / InceptionV3: the QUANTIZE right after a float island): a float op's
+    output onto an int8 grid is TFLite's QUANTIZE, ties rounded away from zero; the simulation
+    rounded them up (TF's FakeQuant): 52.8% exact here before. Two identity 1x1 convs kept float
+    (the first's output set float in the plan), inputs at odd multiples of 1/128 onto a 1/64 grid:
+    every value is a tie."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4, 4, 3))
+    eye = keras.initializers.Constant(np.eye(3).reshape(1, 1, 3, 3))
+    y = keras.layers.Conv2D(3, 1, use_bias=False, kernel_initializer=eye)(x)
+    y = keras.layers.Conv2D(3, 1, use_bias=False, kernel_initializer=eye)(y)
+    model = keras.Model(x, keras.layers.Conv2D(4, 1)(y))
+    x_test = ((2 * np.random.default_rng(0).integers(-64, 64, (16, 4, 4, 3)) + 1) / 128).astype(np.float32)
+    sim = tfquant.ptq(model, x_test, progress=False, steps=())
+    first, second, _ = sim.graph.linear_nodes()
+    plan = sim.plan.copy()
+    plan.set_range(plan.quantizer_of(sim.graph.inputs[0].ref), -1.0, 127 / 128)     # scale 1/128
+    plan.set_range(plan.quantizer_of(second.output()), -2.0, 127 / 64)             # scale 1/64
+    plan.set_precision(first.output(), "float")
+    island = sim.with_plan(plan)
+    report = tfquant.inspect(island.to_tflite())
+    assert [op.op for op in report.float_ops] == ["CONV_2D", "CONV_2D"]
+    assert report.op_counts()["QUANTIZE"] == 2
+    result = island.verify(x_test, kernels=("reference",))
+    assert result.exact_fraction == 1.0 and result.max_lsb == 0, result.table()

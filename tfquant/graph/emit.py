@@ -228,11 +228,13 @@ class Emitter:
         return all(self._q(r) for r in (*tensor_refs, node.output()))
 
     def _fq_out(self, node: Node, value, index: int = 0):
-        """FakeQuant a node's output onto its quantizer when the node owns it (quant mode)."""
+        """FakeQuant a node's output onto its quantizer when the node owns it (quant mode). In the
+        exact simulation its value is TFLite's QUANTIZE of the float value (half away from zero
+        of float32 x / scale): what the device runs where a float op feeds an int8 tensor."""
         r = ref(node.name, index)
         if not self._q(r) or not self.plan.is_owner(r):
             return value
-        return fake_quant(value, *self.plan.range_of(r), ACT_SPEC)
+        return quantized_input(value, input_range=self.plan.range_of(r))
 
     def weight_range(self, node: Node):
         return self.plan.weight_ranges[node.name]
