@@ -23,7 +23,9 @@ from tfquant.core import (
     quantized_linear,
     quantized_input,
     quantized_leaky_relu,
+    quantized_logistic,
     quantized_mean,
+    quantized_mul,
     quantized_softmax,
     simulation_mode,
 )
@@ -364,3 +366,44 @@ def test_bias_is_rounded_with_the_converters_double_scales():
     from_float32_scales = integer_kernels.quantize_bias(
         bias, np.float64(p_in.scale) * p_w.scale.astype(np.float64)).numpy()
     assert np.any(from_float32_scales != written)   # the case is sensitive to the rule
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mul_and_logistic_are_exact(seed):
+    """Swish (x * LOGISTIC(x)) and a squeeze-excite MUL broadcasting [N, 1, 1, C] over [N, H, W, C]."""
+    rng, x = _case(seed)
+    g = rng.normal(0, 2, (x.shape[0], 1, 1, x.shape[-1])).astype(np.float32)
+    rx, rg = _range(x), _range(g)
+    sig = 1 / (1 + np.exp(-x))
+    r_swish = _range(x * sig * rng.uniform(0.7, 1.0))
+    r_se = _range(x * sig / (1 + np.exp(-g)) * rng.uniform(0.7, 1.0))
+
+    def build(t, u):
+        a = fake_quant(t, *rx, ACT)
+        b = fake_quant(u, *rg, ACT)
+        swish = quantized_mul(a, quantized_logistic(a, input_range=rx), a_range=rx,
+                              b_range=(0.0, 255 / 256), output_range=r_swish)
+        gate = quantized_logistic(b, input_range=rg)
+        return swish, quantized_mul(gate, swish, a_range=(0.0, 255 / 256), b_range=r_swish, output_range=r_se)
+
+    assert _compare(build, x, g) == 1.0
+
+
+def test_ties_in_mul_and_logistic():
+    """Power-of-two scales: products of scale 2^-11 onto 2^-8, every eighth one a tie of the
+    requantization's double rounding; LOGISTIC's table at inputs on a 2^-5 grid."""
+    rng = np.random.default_rng(10)
+    x = _grid_values(rng, (16, 6, 6, 4))
+    y = _grid_values(rng, (16, 6, 6, 4), scale=1 / 64)
+    y_range = (-1.0, 191 / 64)                                           # scale 2^-6
+    out_range = (-0.25, 191 / 256)                                       # scale 2^-8
+
+    def build(t, u):
+        a = fake_quant(t, *IN_RANGE, ACT)
+        b = fake_quant(u, *y_range, ACT)
+        return (quantized_mul(a, b, a_range=IN_RANGE, b_range=y_range, output_range=out_range),
+                quantized_logistic(a, input_range=IN_RANGE))
+
+    assert _compare(build, x, y) == 1.0
+    products = (np.round(x * 32) * np.round(y * 64)).astype(np.int64)
+    assert np.any((products > 0) & (products % 8 == 4)) and np.any((products < 0) & (products % 8 == 4))  # both signs

@@ -62,6 +62,7 @@ from tfquant.core.quantized_ops import (
     quantized_input,
     quantized_leaky_relu,
     quantized_linear,
+    quantized_logistic,
     quantized_lookup_table,
     quantized_mean,
     quantized_mul,

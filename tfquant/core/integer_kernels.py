@@ -31,10 +31,12 @@ AVERAGE_POOL_2D      sum of the raw int8 values of the window's valid elements, 
 SOFTMAX (int8)       gemmlowp fixed point: input scaled to Q5.26, exp_on_negative_values, sum in
                      Q12.19, reciprocal by Newton-Raphson (GetReciprocal), output (1/256, -128).
 QUANTIZE             float32 x / float32 scale, rounded half away from zero, + zp, clamp.
-MUL (int8)           (q_a - zp_a) * (q_b - zp_b) in int32, times QuantizeMultiplier(double(s_a) *
-                     double(s_b) / double(s_out)) (mul.cc Prepare; reference_integer_ops::Mul /
-                     BroadcastMul6DSlow), + zp_out, clamp to the fused activation's range. A
-                     constant operand (a per-channel affine's scale) is an int8 tensor like any other.
+MUL (int8,           (q_a - zp_a) (q_b - zp_b) in int32, times QuantizeMultiplier of the float
+broadcasting)        expression s_a * s_b / s_out (mul.cc Prepare), MultiplyByQuantizedMultiplier,
+                     + zp_out, clamp to the fused activation's range. A constant operand (a
+                     per-channel affine's scale) is an int8 tensor like any other.
+LOGISTIC (int8)      the LUTPopulate table of float32 1 / (1 + exp(-x)) onto (1/256, -128)
+                     (activations.cc SigmoidPrepare, reference and generic-optimized kernels).
 LEAKY_RELU (int8)    (q - zp_in) times QuantizeMultiplier(s_in / s_out) where it is >= 0, else
                      times QuantizeMultiplier(s_in * alpha / s_out), both computed in float
                      (activations.cc LeakyReluPrepare); MultiplyByQuantizedMultiplier, + zp_out.
@@ -98,6 +100,7 @@ _MODE: contextvars.ContextVar[str] = contextvars.ContextVar("tfquant_simulation_
 INT8_MIN, INT8_MAX = -128, 127
 ADD_LEFT_SHIFT = 20                       # add.cc: left_shift for 8-bit inputs
 SOFTMAX_OUTPUT_SCALE, SOFTMAX_OUTPUT_ZERO_POINT = 1.0 / 256.0, -128
+LOGISTIC_OUTPUT_SCALE, LOGISTIC_OUTPUT_ZERO_POINT = 1.0 / 256.0, -128
 STE_OP_NAME = "exact_ste"                 # the straight-through op of every exact-mode result
 
 
@@ -252,15 +255,31 @@ def add(a: tf.Tensor, b: tf.Tensor, *, a_scale: float, a_zero_point: int, b_scal
 def mul(a: tf.Tensor, b: tf.Tensor, *, a_scale: float, a_zero_point: int, b_scale: float,
         b_zero_point: int, output_scale: float, output_zero_point: int,
         activation: Optional[str] = None) -> tf.Tensor:
-    """MUL (int8, broadcasting), reference_integer_ops::Mul: the int32 product of (q - zp) times
-    one multiplier QuantizeMultiplier(double(s_a) * double(s_b) / double(s_out)), double
-    rounding, + zp_out, clamped to the fused activation's range. `a`, `b` on their grids."""
+    """MUL (int8, broadcasting), reference_integer_ops::Mul / BroadcastMul6DSlow: the int32 product
+    of (q - zp) times QuantizeMultiplier(s_a * s_b / s_out), that expression in float as in
+    mul.cc's Prepare; MultiplyByQuantizedMultiplier, + zp_out, clamp. `a`, `b` on their grids."""
     s_a, s_b, s_out = np.float32(a_scale), np.float32(b_scale), np.float32(output_scale)
-    multiplier, shift = quantize_multiplier(np.float64(s_a) * np.float64(s_b) / np.float64(s_out))
-    product = _grid(a, s_a) * _grid(b, s_b)                                   # |.| <= 2^16: no overflow
+    del a_zero_point, b_zero_point           # on their grids: x / s is q - zp already
+    multiplier, shift = quantize_multiplier(np.float64(s_a * s_b / s_out))
+    product = _grid(a, s_a) * _grid(b, s_b)                                   # |.| <= 2^16
     q = multiply_by_quantized_multiplier(product, multiplier, shift) + output_zero_point
     lo, hi = activation_bounds(activation, s_out, output_zero_point)
     return _to_float(tf.clip_by_value(q, lo, hi), s_out, output_zero_point)
+
+
+def logistic_table(x: np.ndarray) -> np.ndarray:
+    """The float function LOGISTIC's int8 table holds: 1 / (1 + exp(-x)) in float32."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(over="ignore"):
+        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float32)
+
+
+def logistic(x: tf.Tensor, *, input_scale: float, input_zero_point: int) -> tf.Tensor:
+    """LOGISTIC (int8): the LUTPopulate table of `logistic_table` onto TFLite's fixed output grid
+    (1/256, -128). `x` on its grid."""
+    params = dict(input_scale=float(input_scale), input_zero_point=int(input_zero_point),
+                  output_scale=LOGISTIC_OUTPUT_SCALE, output_zero_point=LOGISTIC_OUTPUT_ZERO_POINT)
+    return apply_lookup_table(x, lookup_table(logistic_table, **params), **params)
 
 
 def leaky_relu(x: tf.Tensor, alpha: float, *, input_scale: float, input_zero_point: int,

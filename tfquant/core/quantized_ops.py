@@ -22,6 +22,7 @@ import tensorflow as tf
 from tfquant.core import integer_kernels
 from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_kernel, quant_scale
 from tfquant.core.op_rules import (
+    LOGISTIC_RANGE,
     SOFTMAX_RANGE,
     LookupTableOp,
     apply_fused_activation,
@@ -134,8 +135,8 @@ def quantized_add(a, b, *, a_range, b_range, output_range, activation: Optional[
 
 
 def quantized_mul(a, b, *, a_range, b_range, output_range, activation: Optional[str] = None):
-    """MUL of two tensors on their grids (either may be a fake-quantized constant), onto the
-    output grid."""
+    """MUL of two tensors on their grids (broadcasting; either may be a fake-quantized constant),
+    onto the output grid."""
     fake = fake_quant(apply_fused_activation(activation, a * b), *output_range, ACTIVATION)
     if not is_exact():
         return fake
@@ -179,6 +180,16 @@ def quantized_affine(x, scale, offset, *, input_range, output_range, mid_range=N
         b, b_range = quantized_constant(offset)
         y = quantized_add(y, b, a_range=y_range, b_range=b_range, output_range=output_range, activation=activation)
     return y
+
+
+def quantized_logistic(x, *, input_range):
+    """LOGISTIC (sigmoid) of a tensor on its grid, onto TFLite's fixed output grid (1/256, -128)."""
+    fake = fake_quant(tf.sigmoid(x), *LOGISTIC_RANGE, ACTIVATION)
+    if not is_exact():
+        return fake
+    p = _params(input_range, ACTIVATION)
+    exact = integer_kernels.logistic(x, input_scale=p.scale, input_zero_point=int(p.zero_point))
+    return integer_kernels.straight_through(fake, exact)
 
 
 def quantized_leaky_relu(x, alpha: float, *, input_range, output_range):

@@ -6,8 +6,8 @@
     >>> exact = build_function(graph, plan, mode="quant", exact=True)   # bit-exact simulation
 
 Every quantized op is built from `tfquant.core.quantized_ops` (quantized_input, quantized_linear,
-quantized_add, quantized_mean, quantized_avg_pool, quantized_softmax), so the fake-quant graph is
-what the TFLite converter lowers to int8 kernels and the "exact" one predicts their integers.
+quantized_add, quantized_mul, quantized_logistic, quantized_mean, quantized_avg_pool,
+quantized_softmax), so the fake-quant graph is what the TFLite converter lowers to int8 kernels and the "exact" one predicts their integers.
 Ops that TFLite requires to keep their input's scale (pad, pooling, reshape, concat, ...) share
 their input's quantizer; ops the IR does not know are emitted untouched from their NodeDef and
 their float outputs get a quantizer of their own.
@@ -34,8 +34,10 @@ from tfquant.core import (
     quantized_avg_pool,
     quantized_input,
     quantized_linear,
+    quantized_logistic,
     quantized_lookup_table,
     quantized_mean,
+    quantized_mul,
     quantized_softmax,
     simulation_mode,
 )
@@ -216,6 +218,7 @@ class Emitter:
         self.keep_pre_activation = keep_pre_activation
         self.pre_activation: dict[str, tf.Tensor] = {}
         self._generic = _Generic(graph)
+        self._refake = self._shared_grids_read_by_avg_pool() if plan is not None else frozenset()
 
     # ---- helpers ----------------------------------------------------------------------
     def _q(self, tensor_ref: str) -> bool:
@@ -227,17 +230,42 @@ class Emitter:
         return all(self._q(r) for r in (*tensor_refs, node.output()))
 
     def _fq_out(self, node: Node, value, index: int = 0):
-        """FakeQuant a node's output onto its quantizer when the node owns it (quant mode)."""
+        """FakeQuant a node's output onto its quantizer when the node owns it (quant mode). In the
+        exact simulation its value is TFLite's QUANTIZE of the float value (half away from zero
+        of float32 x / scale): what the device runs where a float op feeds an int8 tensor."""
         r = ref(node.name, index)
         if not self._q(r) or not self.plan.is_owner(r):
             return value
-        return fake_quant(value, *self.plan.range_of(r), ACT_SPEC)
+        return quantized_input(value, input_range=self.plan.range_of(r))
 
     def weight_range(self, node: Node):
         return self.plan.weight_ranges[node.name]
 
+    def _shared_grids_read_by_avg_pool(self) -> frozenset:
+        """Outputs of same-scale ops (max pool, concat, pad, ...: no FakeQuant of their own) read by
+        an average pool and by other ops. The average pool's output FakeQuant has the same grid,
+        and the converter carries it back onto the average pool's input only: the other readers
+        would get the float tensor and run in float. A FakeQuant on the shared grid right at such
+        an output (a no-op on values already on it) gives every reader the int8 tensor."""
+        readers: dict[str, int] = {}
+        pooled = set()
+        for node in self.graph:
+            for r in node.inputs:
+                readers[r] = readers.get(r, 0) + 1
+            if node.type == "avg_pool":
+                pooled.add(node.inputs[0])
+        return frozenset(r for r in pooled if readers[r] > 1 and r in self.plan.qid and not self.plan.is_owner(r))
+
     # ---- the ops ----------------------------------------------------------------------
     def run_node(self, node: Node, values: Sequence) -> list:
+        outs = self._run_node(node, values)
+        if self.mode == "quant" and self._refake and node.type != "const":
+            outs = [fake_quant(o, *self.plan.range_of(ref(node.name, i)), ACT_SPEC)
+                    if ref(node.name, i) in self._refake and self._q(ref(node.name, i)) else o
+                    for i, o in enumerate(outs)]
+        return outs
+
+    def _run_node(self, node: Node, values: Sequence) -> list:
         t = node.type
         if t == "input":
             x = values[0]
@@ -297,6 +325,13 @@ class Emitter:
             if self._int8(node, node.inputs[0]):
                 return [quantized_softmax(values[0], input_range=self.plan.range_of(node.inputs[0]))]
             return [tf.nn.softmax(values[0])]
+        if t == "passthrough" and node.tf_type == "Mul" and len(values) == 2 and self._int8(node, *node.inputs) \
+                and self.plan.is_owner(node.output()):
+            return [quantized_mul(values[0], values[1], a_range=self.plan.range_of(node.inputs[0]),
+                                  b_range=self.plan.range_of(node.inputs[1]),
+                                  output_range=self.plan.range_of(node.output()))]
+        if t == "passthrough" and node.tf_type == "Sigmoid" and self._int8(node, node.inputs[0]):
+            return [quantized_logistic(values[0], input_range=self.plan.range_of(node.inputs[0]))]
         table_op = lookup_table_op(tf_op=node.tf_type) if t == "passthrough" else None
         if table_op is not None and self._int8(node, node.inputs[0]) and self.plan.is_owner(node.output()):
             return [quantized_lookup_table(values[0], table_op, input_range=self.plan.range_of(node.inputs[0]),

@@ -17,6 +17,7 @@ from tfquant.keras.layers import (
     QuantAdd,
     QuantAffine,
     QuantAveragePooling,
+    QuantSharedGrid,
     QuantConcatenate,
     QuantConv,
     QuantGlobalAveragePooling,
@@ -70,6 +71,16 @@ class Builder:
         self.values: dict[int, object] = {}
         self.names: set[str] = set()
         self.resolver = _Resolver(graph, self.values, planner.redirect)
+        # Tensors read by an average pool and by other ops: a pass-through op writing one gets a
+        # QuantSharedGrid after it (see there).
+        readers: dict[int, int] = {}
+        pooled = set()
+        for q in planner.qops:
+            for t in set(q.inputs):
+                readers[t] = readers.get(t, 0) + 1
+            if q.kind == "avgpool":
+                pooled.update(q.inputs)
+        self._pooled_and_shared = {t for t in pooled if readers[t] > 1}
 
     def unique(self, name: str) -> str:
         base, n = name, 1
@@ -161,4 +172,6 @@ class Builder:
         else:  # pragma: no cover - the planner emits only the kinds above
             raise AssertionError(kind)
         for t, v in zip(q.outputs, tree.flatten(y)):
+            if kind == "passthrough" and t in self._pooled_and_shared:
+                v = QuantSharedGrid(name=self.unique(f"{q.name}_grid"))(v)
             self.values[t] = v

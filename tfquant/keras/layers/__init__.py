@@ -7,10 +7,11 @@ from tfquant.keras.layers.concat import QuantConcatenate
 from tfquant.keras.layers.conv import QuantConv
 from tfquant.keras.layers.input import QuantizeInput
 from tfquant.keras.layers.multiply import QuantMultiply
-from tfquant.keras.layers.pooling import QuantAveragePooling, QuantGlobalAveragePooling
+from tfquant.keras.layers.pooling import QuantAveragePooling, QuantGlobalAveragePooling, QuantSharedGrid
 from tfquant.keras.layers.resize import QuantResize
 from tfquant.keras.layers.wrapper import QuantizeWrapper
 
-__all__ = ["QuantLayer", "QuantConv", "QuantizeInput", "QuantAdd", "QuantAffine", "QuantScaledAdd", "QuantMultiply", "QuantConcatenate",
-           "QuantAveragePooling", "QuantGlobalAveragePooling", "QuantResize", "QuantActivation",
+__all__ = ["QuantLayer", "QuantConv", "QuantizeInput", "QuantAdd", "QuantAffine", "QuantScaledAdd", "QuantMultiply",
+           "QuantConcatenate", "QuantAveragePooling", "QuantGlobalAveragePooling", "QuantSharedGrid", "QuantResize",
+           "QuantActivation",
            "QuantizeWrapper"]

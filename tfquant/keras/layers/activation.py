@@ -9,7 +9,8 @@ Lookup-table ops (`tfquant.core.op_rules.LOOKUP_TABLE_OPS`: GELU, exponential, .
 quantized from their entry alone: its TF function, its own output grid, its exact kernel.
 
 Exact mode: softmax uses `tfquant.core.quantized_softmax` (TFLite's gemmlowp arithmetic),
-LeakyReLU `quantized_leaky_relu` (two requantization multipliers) and the lookup-table ops
+LeakyReLU `quantized_leaky_relu` (two requantization multipliers), sigmoid `quantized_logistic`
+(LOGISTIC's table), SiLU `quantized_logistic` then `quantized_mul`, and the lookup-table ops
 `quantized_lookup_table`; the other activations have no integer emulation yet and run the
 fake-quant path (TFLite evaluates them with fixed-point polynomials, which can differ from the
 rounded float by one LSB).
@@ -29,7 +30,9 @@ from tfquant.core import (
     fake_quant,
     lookup_table_op,
     quantized_leaky_relu,
+    quantized_logistic,
     quantized_lookup_table,
+    quantized_mul,
     quantized_softmax,
 )
 from tfquant.errors import SpecError
@@ -111,13 +114,21 @@ class QuantActivation(QuantLayer):
             def exact(output_range):
                 return quantized_lookup_table(x, table_op, input_range=self.input_range(0), output_range=output_range)
             return self._quantize_output(table_op.tf_fn(x), training, exact=exact)
+        if self.activation == "sigmoid":
+            def exact(output_range):
+                return quantized_logistic(x, input_range=self.input_range(0))
+            return self._quantize_output(tf.sigmoid(x), training, exact=exact)
         if self.activation == "silu":
             s = tf.sigmoid(x)
             if not calibrating() and not bypassed(getattr(self.quantizer, "name", None)):
                 s = fake_quant(s, *LOGISTIC_RANGE, ACT)     # LOGISTIC's output grid
-            y = x * s
-        else:
-            y = _FN[self.activation](x, **self.params)
+
+            def exact(output_range):
+                sig = quantized_logistic(x, input_range=self.input_range(0))
+                return quantized_mul(x, sig, a_range=self.input_range(0), b_range=LOGISTIC_RANGE,
+                                     output_range=output_range)
+            return self._quantize_output(x * s, training, exact=exact)
+        y = _FN[self.activation](x, **self.params)
         if self.activation == "leaky_relu":
             alpha = float(self.params.get("negative_slope", 0.3))
 

@@ -1,6 +1,6 @@
 """`QuantMultiply`: MUL of two quantized tensors onto its own output grid (TFLite's MUL chooses its
-output scale). In the "exact" mode it returns the reference kernel's integers
-(`tfquant.core.quantized_mul`)."""
+output scale). Exact mode: `tfquant.core.quantized_mul` (MUL's int32 product and requantization)
+when both inputs are on known grids."""
 from __future__ import annotations
 
 import keras
@@ -34,7 +34,8 @@ class QuantMultiply(QuantLayer):
         def exact(output_range):
             return quantized_mul(a, b, a_range=self.input_range(0), b_range=self.input_range(1),
                                  output_range=output_range)
-        return self._quantize_output(a * b, training, exact=exact)
+        on_grids = all(self.input_quantizer(i) is not None for i in (0, 1))
+        return self._quantize_output(a * b, training, exact=exact if on_grids else None)
 
     def get_config(self):
         config = super().get_config()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfquant.core import quantized_avg_pool, quantized_mean
+from tfquant.core import QuantSpec, fake_quant, quantized_avg_pool, quantized_mean
 from tfquant.errors import SpecError
-from tfquant.keras.layers.base import QuantLayer
+from tfquant.keras.layers.base import QuantLayer, is_exact
 from tfquant.keras.quantizers import ActivationQuantizer, bypassed, calibrating, deserialize, serialize
 
 L = keras.layers
@@ -59,6 +59,39 @@ class QuantAveragePooling(QuantLayer):
         config = super().get_config()
         config.pop("shared_output", None)
         config["layer"] = keras.layers.serialize(self.layer)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfquant")
+class QuantSharedGrid(QuantLayer):
+    """Identity on its input's grid, for the output of a pass-through op (max pool, ...) read by
+    an average pool and by other layers: the average pool's output FakeQuant has the same grid,
+    and the converter carries it back onto the average pool's input only, so the other readers
+    got the float tensor and ran in float. A FakeQuant with the producer's range here (a no-op on
+    values already on it; none in exact mode) gives every reader the int8 tensor."""
+
+    def __init__(self, **kwargs):
+        kwargs.pop("shared_output", None)
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        pass
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def output_quantizer(self, index: int = 0):
+        return self.input_quantizer(0)
+
+    def call(self, x, training=None):
+        q = self.input_quantizer(0)
+        if q is None or calibrating() or bypassed(getattr(q, "name", None)) or is_exact(bool(training)):
+            return x
+        return fake_quant(x, *q.range(), QuantSpec.activation())
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("shared_output", None)
         return config
 
 

@@ -1,0 +1,115 @@
+"""Issue 15 (COVERAGE.md): the smallest Keras models that showed the simulation off TFLite's
+reference kernels on all-int8 flatbuffers, through both routes (PTQ from the Keras model; QAT with
+quantize_model + calibrate). Each asserts the flatbuffer's float ops (from `inspect`) and 100%
+exact integers under the reference kernels (`verify`), intermediate tensors included."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import tfquant
+
+
+def _data(shape=(16, 16, 3), n_cal=32, n_test=32):
+    rng = np.random.default_rng(0)
+    return (rng.uniform(-1, 1, (n_cal, *shape)).astype(np.float32),
+            rng.uniform(-1, 1, (n_test, *shape)).astype(np.float32))
+
+
+def _route(model, route: str, x_cal, x_test):
+    """(flatbuffer, verify result) of `model` through tfquant's PTQ or QAT route."""
+    if route == "ptq":
+        sim = tfquant.ptq(model, x_cal, progress=False)
+        return sim.to_tflite(), sim.verify(x_test, kernels=("reference",))
+    qmodel = tfquant.quantize_model(model)
+    tfquant.calibrate(qmodel, x_cal)
+    tflite = tfquant.to_tflite(qmodel)
+    return tflite, tfquant.verify(tflite, qmodel, x_test, kernels=("reference",))
+
+
+def _assert_exact(result, expected_tensors: int):
+    assert result.exact_fraction == 1.0 and result.max_lsb == 0, result.table()
+    assert len(result.tensors) >= expected_tensors, result.table()
+    assert all(t.exact == 1.0 for t in result.tensors), result.table()
+
+
+def swish_squeeze_excite():
+    """EfficientNet's block in miniature: swish (LOGISTIC then MUL), squeeze-excite (MEAN, conv,
+    sigmoid, broadcasting MUL), another swish, global average pool, dense."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(16, 3, padding="same")(x)
+    y = keras.layers.Activation("swish")(y)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True)(y)
+    s = keras.layers.Conv2D(16, 1, activation="sigmoid")(s)
+    y = keras.layers.Multiply()([y, s])
+    y = keras.layers.Conv2D(8, 3, padding="same")(y)
+    y = keras.layers.Activation("swish")(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(x, keras.layers.Dense(10)(y))
+
+
+@pytest.mark.parametrize("route", ["ptq", "qat"])
+def test_swish_and_squeeze_excite_are_int8_and_exact(route):
+    """Cause 8: MUL and LOGISTIC were simulated by float-then-FakeQuant, one LSB off TFLite's
+    requantization (88% / 97% exact here before); now their integer kernels are emulated."""
+    x_cal, x_test = _data()
+    tflite, result = _route(swish_squeeze_excite(), route, x_cal, x_test)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    assert report.op_counts()["MUL"] == 3 and report.op_counts()["LOGISTIC"] == 3
+    _assert_exact(result, expected_tensors=8)
+
+
+def max_pool_read_by_avg_pool_and_convs():
+    """InceptionV3's branches in miniature: a max pool read by two convs and by an average pool
+    (then a conv), concatenated."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    p = keras.layers.MaxPooling2D(2)(y)
+    a = keras.layers.Conv2D(4, 1)(p)
+    b = keras.layers.Conv2D(4, 1)(p)
+    c = keras.layers.Conv2D(4, 1)(keras.layers.AveragePooling2D(3, strides=1, padding="same")(p))
+    y = keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate()([a, b, c]))
+    return keras.Model(x, keras.layers.Dense(10)(y))
+
+
+@pytest.mark.parametrize("route", ["ptq", "qat"])
+def test_max_pool_read_by_avg_pool_and_convs_is_int8_and_exact(route):
+    """Cause 4: the average pool's output FakeQuant reached only its own input, so the two other
+    convs read the max pool's output in float (2 CONV_2D float, 98.75% exact before)."""
+    x_cal, x_test = _data()
+    tflite, result = _route(max_pool_read_by_avg_pool_and_convs(), route, x_cal, x_test)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    assert report.op_counts()["CONV_2D"] == 4 and report.op_counts()["QUANTIZE"] == 1
+    _assert_exact(result, expected_tensors=4)
+
+
+def test_quantize_after_a_float_island_rounds_as_tflite():
+    """Cause 8 (ResNet50V2 / InceptionV3: the QUANTIZE right after a float island): a float op's
+    output onto an int8 grid is TFLite's QUANTIZE, ties rounded away from zero; the simulation
+    rounded them up (TF's FakeQuant): 52.8% exact here before. Two identity 1x1 convs kept float
+    (the first's output set float in the plan), inputs at odd multiples of 1/128 onto a 1/64 grid:
+    every value is a tie."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4, 4, 3))
+    eye = keras.initializers.Constant(np.eye(3).reshape(1, 1, 3, 3))
+    y = keras.layers.Conv2D(3, 1, use_bias=False, kernel_initializer=eye)(x)
+    y = keras.layers.Conv2D(3, 1, use_bias=False, kernel_initializer=eye)(y)
+    model = keras.Model(x, keras.layers.Conv2D(4, 1)(y))
+    x_test = ((2 * np.random.default_rng(0).integers(-64, 64, (16, 4, 4, 3)) + 1) / 128).astype(np.float32)
+    sim = tfquant.ptq(model, x_test, progress=False, steps=())
+    first, second, _ = sim.graph.linear_nodes()
+    plan = sim.plan.copy()
+    plan.set_range(plan.quantizer_of(sim.graph.inputs[0].ref), -1.0, 127 / 128)     # scale 1/128
+    plan.set_range(plan.quantizer_of(second.output()), -2.0, 127 / 64)             # scale 1/64
+    plan.set_precision(first.output(), "float")
+    island = sim.with_plan(plan)
+    report = tfquant.inspect(island.to_tflite())
+    assert [op.op for op in report.float_ops] == ["CONV_2D", "CONV_2D"]
+    assert report.op_counts()["QUANTIZE"] == 2
+    result = island.verify(x_test, kernels=("reference",))
+    assert result.exact_fraction == 1.0 and result.max_lsb == 0, result.table()
