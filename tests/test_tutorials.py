@@ -35,7 +35,6 @@ def test_notebook_is_stripped(name):
 def _execute(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TFQUANT_SOURCE", REPO)           # the install cell finds this checkout there
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(os.path.join(TUTORIALS, name), as_version=4)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
