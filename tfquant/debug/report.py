@@ -13,15 +13,14 @@ from tfquant.io_utils import atomic_directory
 
 
 def _plots(d, folder: str) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # matplotlib's object API, not pyplot: no backend is switched (a notebook keeps showing its figures)
+    from matplotlib.figure import Figure
 
     out = []
     layers = d.layers
     if layers:
-        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers)), 4))
+        fig = Figure(figsize=(max(6, 0.35 * len(layers)), 4))
+        ax = fig.subplots()
         idx = np.arange(len(layers))
         ax.bar(idx - 0.2, [la.only_db for la in layers], 0.4, label="only this layer quantized")
         ax.bar(idx + 0.2, [la.all_but_db for la in layers], 0.4, label="all but this layer")
@@ -31,20 +30,20 @@ def _plots(d, folder: str) -> list[tuple[str, str]]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(folder, "layer_sqnr.png"), dpi=110)
-        plt.close(fig)
         out.append(("Per-layer sensitivity", "layer_sqnr.png"))
     if d.samples_of:
-        fig, axes = plt.subplots(1, len(d.samples_of), figsize=(4 * len(d.samples_of), 3))
+        fig = Figure(figsize=(4 * len(d.samples_of), 3))
+        axes = fig.subplots(1, len(d.samples_of))
         for ax, (entry, v) in zip(np.atleast_1d(axes), d.samples_of.items()):
             ax.hist(v, bins=100, log=True)
             ax.set_title(entry[-30:], fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(folder, "worst_ranges.png"), dpi=110)
-        plt.close(fig)
         out.append(("Range histograms of the tensors with the most outliers", "worst_ranges.png"))
     spread = sorted(d.weight_ranges.items(), key=lambda kv: -np.max(kv[1][0]) / max(np.median(kv[1][0]), 1e-12))[:4]
     if spread:
-        fig, axes = plt.subplots(1, len(spread), figsize=(4 * len(spread), 3))
+        fig = Figure(figsize=(4 * len(spread), 3))
+        axes = fig.subplots(1, len(spread))
         for ax, (name, (now, before)) in zip(np.atleast_1d(axes), spread):
             if before is not None:
                 ax.bar(np.arange(before.size), before, color="tab:gray", label="imported")
@@ -54,7 +53,6 @@ def _plots(d, folder: str) -> list[tuple[str, str]]:
             ax.legend(fontsize=6)
         fig.tight_layout()
         fig.savefig(os.path.join(folder, "weight_ranges.png"), dpi=110)
-        plt.close(fig)
         out.append(("Per-channel weight ranges (max |w|) of the widest-spread layers", "weight_ranges.png"))
     return out
 
