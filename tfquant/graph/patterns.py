@@ -57,14 +57,18 @@ def split_affines(graph: Graph) -> int:
     """Each affine left after BN folding (x * scale + offset per channel) becomes the two int8 ops
     of `core.op_rules.AFFINE_TFLITE_OPS`: an affine with the scale only (MUL by a constant) and a
     bias_add of the offset (ADD of a constant), each with its own output grid. An all-zero offset
-    leaves the affine alone; a scale of ones makes it a bias_add. Returns the number of ADDs made."""
+    leaves the affine alone; a scale of ones makes it a bias_add, or no op at all with a zero offset. Returns the number of ADDs made."""
     made = 0
     order = []
+    identities = []
     for node in graph:
         order.append(node)
         if node.type != "affine":
             continue
         has_mul, has_add = affine_parts(node.weights["scale"], node.weights["offset"])
+        if not has_mul and not has_add and node.activation is None:
+            identities.append(node)      # x * 1 (Keras' swish multiplies by beta = 1): no op on the device
+            continue
         if not has_add:
             continue
         offset = node.weights["offset"]
@@ -78,6 +82,8 @@ def split_affines(graph: Graph) -> int:
         order.append(add)
         made += 1
     graph.nodes = {n.name: n for n in order}
+    for node in identities:
+        graph.bypass(node)
     return made
 
 
