@@ -29,7 +29,9 @@ cheap). Nothing is downloaded at run time: a missing cache raises PhotosNotFound
                 greyscale photos, replicated to 3 channels.
     plasma-workspace-wallpapers  usr/share/wallpapers/NAME/contents/images/: 10 photo
                 wallpapers (drawn or abstract ones left out), one size each: 1920x1080 when
-                present, else the smallest whose shorter side is >= 512 px.
+                present (in this package a 2560x1600 picture under that name), else the smallest
+                whose shorter side is >= 512 px. ColdRipple is a
+                black-and-white photo (three equal channels).
 `photo_split()` splits LARGE_SET *by photo*, fixed by a seeded shuffle (SPLIT_SEED):
 N_CALIBRATION_PHOTOS = 12 calibration photos and 30 evaluation photos. `evaluation_set()` cuts
 calibration crops from the calibration photos only and evaluation crops (a fixed number per
@@ -84,6 +86,7 @@ CACHED_PHOTOS = {
         ("Patak", "Patak", "1080x1920.png"), ("summer_1am", "summer_1am", "1920x1080.jpg"))},
 }
 GREYSCALE_PHOTOS = ("basketball1", "box_in_scene")   # greyscale photos, as 3 equal channels
+MONOCHROME_PHOTOS = GREYSCALE_PHOTOS + ("ColdRipple",)  # ColdRipple: a black-and-white RGB JPEG
 LARGE_SET = tuple(PHOTOS) + tuple(CACHED_PHOTOS)
 CACHE_FOLDER = "photos_v1"      # bump when the selection or CACHE_MAX_SIDE changes
 CACHE_MAX_SIDE = 640            # cached photos: shorter side at most this (Lanczos downscale)
