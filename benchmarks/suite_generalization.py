@@ -148,17 +148,59 @@ def run(quick: bool, models: Optional[Sequence[str]] = None) -> Tuple[List[Row],
     return [r for rows in all_rows.values() for r in rows], text
 
 
+def range_sweep(variant: str, estimators: Sequence[str], quick: bool,
+                per_channel: bool = False) -> str:
+    """The default pipeline with each per-tensor activation range estimator in `estimators`
+    (PTQConfig.activation_ranges: "minmax", "percentile", "mse", "bn"; logits keep their
+    cross-entropy estimator) on `variant`: a markdown table of agreement and SQNR with intervals.
+    No verify and no latency (the flatbuffers differ only in activation scales)."""
+    from benchmarks.data.photos import evaluation_set, photo_bootstrap
+    from benchmarks.models import efficientnet_lite0 as E
+    from benchmarks.peers.converter_ptq import run_tflite
+    import tfquant
+
+    n_cal, per_photo, _ = sizes(quick)
+    data = evaluation_set(n_cal, per_photo, size=E.input_size(variant))
+    cal, evaluation = E.preprocess(data.calibration), E.preprocess(data.evaluation)
+    float_logits = E.load_efficientnet_lite(variant).predict(evaluation, batch_size=30, verbose=0)
+    saved_model = E.cached_saved_model(variant)
+    lines = [f"| {TITLES[variant]} {'per-channel' if per_channel else 'per-tensor'}: activation "
+             f"ranges | top-1 agreement | 95% interval | logit SQNR dB | SQNR 95% interval | quantize s |",
+             "|---|---|---|---|---|---|"]
+    for estimator in estimators:
+        (result, tflite), secs = harness.timed(
+            lambda: (lambda r: (r, r.to_tflite()))(tfquant.ptq(
+                saved_model, cal, progress=False, per_channel=per_channel,
+                activation_ranges=estimator)))
+        b = photo_bootstrap(float_logits, run_tflite(tflite, evaluation), data.sources)
+        line = (f"| {estimator} | {100 * b.agreement:.1f}% | {100 * b.agreement_ci[0]:.1f}-"
+                f"{100 * b.agreement_ci[1]:.1f}% | {b.sqnr_db:.1f} | {b.sqnr_ci[0]:.1f}-"
+                f"{b.sqnr_ci[1]:.1f} | {secs:.0f} |")
+        print(f"[benchmarks] {variant} {estimator}: {line}", flush=True)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite_generalization",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS),
                         help="comma-separated subset of " + ",".join(MODELS))
     parser.add_argument("--quick", action="store_true", help="small sets (a smoke run)")
+    parser.add_argument("--range-sweep", metavar="ESTIMATORS", default="",
+                        help="instead: the default per-tensor pipeline with each activation range "
+                             "estimator, e.g. minmax,percentile,mse,bn")
     args = parser.parse_args(argv)
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
-    _, text = run(args.quick, [m.strip() for m in args.models.split(",") if m.strip()])
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.range_sweep:
+        estimators = [e.strip() for e in args.range_sweep.split(",") if e.strip()]
+        for variant in models:
+            print(range_sweep(variant, estimators, args.quick), flush=True)
+        return 0
+    _, text = run(args.quick, models)
     print(text)
     return 0
 
