@@ -120,6 +120,12 @@ def test_fetch_script_without_apt_get_notes_and_succeeds(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "apt-get not found" in proc.stderr and "not cached" in proc.stderr
     assert not (tmp_path / "cache" / P.CACHE_FOLDER).exists()
+    if not P.missing_cached_photos():     # a complete cache: the script only checks it
+        env["TFQUANT_CACHE"] = os.path.dirname(P.photo_cache_dir())
+        proc = subprocess.run([shutil.which("bash"), "scripts/fetch_photos.sh"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert f"34 photos cached in {P.photo_cache_dir()}" in proc.stdout
 
 
 def _logits(rng, n):
