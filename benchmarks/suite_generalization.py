@@ -150,7 +150,8 @@ def run(quick: bool, models: Optional[Sequence[str]] = None) -> Tuple[List[Row],
 
 def range_sweep(variant: str, estimators: Sequence[str], quick: bool,
                 per_channel: bool = False) -> str:
-    """The default pipeline with each per-tensor activation range estimator in `estimators`
+    """The default pipeline (per-tensor weights unless `per_channel`) with each per-tensor
+    activation range estimator in `estimators`
     (PTQConfig.activation_ranges: "minmax", "percentile", "mse", "bn"; logits keep their
     cross-entropy estimator) on `variant`: a markdown table of agreement and SQNR with intervals.
     No verify and no latency (the flatbuffers differ only in activation scales)."""
@@ -190,6 +191,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--range-sweep", metavar="ESTIMATORS", default="",
                         help="instead: the default per-tensor pipeline with each activation range "
                              "estimator, e.g. minmax,percentile,mse,bn")
+    parser.add_argument("--per-channel", action="store_true",
+                        help="--range-sweep with per-channel weights")
     args = parser.parse_args(argv)
     from absl import logging
 
@@ -198,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.range_sweep:
         estimators = [e.strip() for e in args.range_sweep.split(",") if e.strip()]
         for variant in models:
-            print(range_sweep(variant, estimators, args.quick), flush=True)
+            print(range_sweep(variant, estimators, args.quick, args.per_channel), flush=True)
         return 0
     _, text = run(args.quick, models)
     print(text)
