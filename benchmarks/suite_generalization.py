@@ -189,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="comma-separated subset of " + ",".join(MODELS))
     parser.add_argument("--quick", action="store_true", help="small sets (a smoke run)")
     parser.add_argument("--range-sweep", metavar="ESTIMATORS", default="",
-                        help="instead: the default per-tensor pipeline with each activation range "
+                        help="instead: the default pipeline (per-tensor weights) with each activation range "
                              "estimator, e.g. minmax,percentile,mse,bn")
     parser.add_argument("--per-channel", action="store_true",
                         help="--range-sweep with per-channel weights")
