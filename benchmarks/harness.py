@@ -24,11 +24,13 @@ class Row:
     agreement_ci: Optional[tuple[float, float]] = None   # its 95% interval (see agreement_interval)
     accuracy: Optional[float] = None         # test accuracy in TFLite (labelled data)
     sqnr_db: Optional[float] = None          # logit SQNR vs float
+    sqnr_ci: Optional[tuple[float, float]] = None        # its 95% interval (photos resampled)
     exact: Optional[float] = None            # simulation-vs-TFLite fidelity (reference kernels)
     within_one: Optional[float] = None
     latency_ms: Optional[float] = None       # one thread, default kernels, median
     size_kb: Optional[float] = None
     quant_seconds: Optional[float] = None    # wall time of the quantization itself
+    total_seconds: Optional[float] = None    # end to end: model import to verified flatbuffer
     step_time_ratio: Optional[float] = None  # QAT training step time / float step time
     note: str = ""
 
@@ -176,6 +178,8 @@ def _fmt(v, kind: str) -> str:
         return f"{100 * v:.2f}%"
     if kind == "db":
         return f"{v:.1f}"
+    if kind == "dbci":
+        return f"{v[0]:.1f}-{v[1]:.1f}"
     if kind == "x":
         return f"{v:.2f}x"
     if kind == "ms":
@@ -189,11 +193,13 @@ COLUMNS = {
     "agreement_ci": ("95% interval", "ci"),
     "accuracy": ("TFLite accuracy", "pct2"),
     "sqnr_db": ("logit SQNR dB", "db"),
+    "sqnr_ci": ("SQNR 95% interval", "dbci"),
     "exact": ("sim=TFLite exact", "pct2"),
     "within_one": ("within 1 LSB", "pct2"),
     "latency_ms": ("latency ms", "ms"),
     "size_kb": ("size KB", "f"),
     "quant_seconds": ("quantize s", "f"),
+    "total_seconds": ("end to end s", "f"),
     "step_time_ratio": ("QAT step / float", "x"),
     "note": ("note", "s"),
 }

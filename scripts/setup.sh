@@ -17,3 +17,6 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "setup.sh: install Debian's dataset-fashion-mnist (or set TFQUANT_FASHION_MNIST_DIR)" >&2
   fi
 fi
+
+# The benchmark's larger photo set (OpenCV samples, KDE wallpapers) into the cache; never fails.
+bash scripts/fetch_photos.sh

@@ -18,11 +18,34 @@ A crop is a tuple (photo, x0, y0, side, flip): a square box whose side is a rand
 resized to size x size. `photo_crops` draws distinct tuples from one seeded stream, photos taken
 in turn (so every set is spread evenly over the photos), and gives the first n_calibration to
 calibration and the next n_evaluation to evaluation: the two sets never share a crop.
+
+The larger evaluation set (`LARGE_SET`, 42 photos): the 8 above plus 34 natural photos from two
+Debian packages, fetched once by `scripts/fetch_photos.sh` (`apt-get download` + `dpkg-deb -x`;
+called by scripts/setup.sh) into `<cache dir>/photos_v1/` (cache dir: `$TFQUANT_CACHE` or
+~/.cache/tfquant), as PNGs whose shorter side is at most `CACHE_MAX_SIDE` px (decoding stays
+cheap). Nothing is downloaded at run time: a missing cache raises PhotosNotFound naming the script.
+    opencv-doc  usr/share/doc/opencv-doc/examples/data/: 24 sample photos (chessboards, logos,
+                text, synthetic shapes and digits left out); basketball1 and box_in_scene are
+                greyscale photos, replicated to 3 channels.
+    plasma-workspace-wallpapers  usr/share/wallpapers/NAME/contents/images/: 10 photo
+                wallpapers (drawn or abstract ones left out), one size each: 1920x1080 when
+                present (in this package a 2560x1600 picture under that name), else the smallest
+                whose shorter side is >= 512 px. ColdRipple is a
+                black-and-white photo (three equal channels).
+`photo_split()` splits LARGE_SET *by photo*, fixed by a seeded shuffle (SPLIT_SEED):
+N_CALIBRATION_PHOTOS = 12 calibration photos and 30 evaluation photos. `evaluation_set()` cuts
+calibration crops from the calibration photos only and evaluation crops (a fixed number per
+photo) from the evaluation photos only; `photo_bootstrap()` gives intervals of top-1 agreement
+and logit SQNR that resample evaluation *photos* (crops of one photo are not independent).
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib.util
 import os
+import sys
+import tempfile
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -41,6 +64,36 @@ PHOTOS = {
 MIN_SCALE, MAX_SCALE = 0.35, 1.0
 DEFAULT_SIZE = 224
 
+_OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data/"
+_WALLPAPERS = "usr/share/wallpapers/"
+# name -> (Debian package, path of the chosen file inside the extracted package)
+CACHED_PHOTOS = {
+    **{name: ("opencv-doc", _OPENCV_DATA + f"{name}.{ext}") for name, ext in (
+        ("aero1", "jpg"), ("aero3", "jpg"), ("aloeL", "jpg"), ("apple", "jpg"),
+        ("baboon", "jpg"), ("basketball1", "png"), ("board", "jpg"), ("box_in_scene", "png"),
+        ("building", "jpg"), ("butterfly", "jpg"), ("chicky_512", "png"),
+        ("ela_original", "jpg"), ("fruits", "jpg"), ("graf1", "png"), ("home", "jpg"),
+        ("leuvenA", "jpg"), ("licenseplate_motion", "jpg"), ("messi5", "jpg"),
+        ("orange", "jpg"), ("rubberwhale1", "png"), ("smarties", "png"),
+        ("squirrel_cls", "jpg"), ("starry_night", "jpg"), ("stuff", "jpg"))},
+    **{name: ("plasma-workspace-wallpapers", _WALLPAPERS + f"{folder}/contents/images/{file}")
+       for name, folder, file in (
+        ("BytheWater", "BytheWater", "1920x1080.jpg"), ("ColdRipple", "ColdRipple", "1920x1080.jpg"),
+        ("DarkestHour", "DarkestHour", "1920x1080.jpg"),
+        ("ColorfulCups", "ColorfulCups", "2560x1600.jpg"),   # its only size
+        ("EveningGlow", "EveningGlow", "1920x1080.jpg"), ("FallenLeaf", "FallenLeaf", "1920x1080.jpg"),
+        ("Path", "Path", "1920x1080.jpg"), ("Shell", "Shell", "720x1440.jpg"),
+        ("Patak", "Patak", "1080x1920.png"), ("summer_1am", "summer_1am", "1920x1080.jpg"))},
+}
+GREYSCALE_PHOTOS = ("basketball1", "box_in_scene")   # greyscale photos, as 3 equal channels
+MONOCHROME_PHOTOS = GREYSCALE_PHOTOS + ("ColdRipple",)  # ColdRipple: a black-and-white RGB JPEG
+LARGE_SET = tuple(PHOTOS) + tuple(CACHED_PHOTOS)
+CACHE_FOLDER = "photos_v1"      # bump when the selection or CACHE_MAX_SIDE changes
+CACHE_MAX_SIDE = 640            # cached photos: shorter side at most this (Lanczos downscale)
+FETCH_SCRIPT = "scripts/fetch_photos.sh"
+SPLIT_SEED = 13
+N_CALIBRATION_PHOTOS = 12
+
 
 class PhotosNotFound(FileNotFoundError):
     """A photo's wheel (scikit-image or scikit-learn) is not installed."""
@@ -54,10 +107,24 @@ class CropSpec(NamedTuple):
     flip: bool
 
 
+def photo_cache_dir() -> str:
+    """Folder of the cached Debian photos: `<$TFQUANT_CACHE or ~/.cache/tfquant>/photos_v1`."""
+    from benchmarks.models.efficientnet_lite0 import cache_dir
+
+    return os.path.join(cache_dir(), CACHE_FOLDER)
+
+
 def photo_path(name: str) -> str:
-    """Absolute path of photo `name` inside its installed wheel (the package is not imported)."""
+    """Absolute path of photo `name`: inside its installed wheel (the package is not imported),
+    or, for CACHED_PHOTOS, in `photo_cache_dir()`."""
+    if name in CACHED_PHOTOS:
+        path = os.path.join(photo_cache_dir(), f"{name}.png")
+        if os.path.isfile(path):
+            return path
+        raise PhotosNotFound(f"photo {name!r} (Debian {CACHED_PHOTOS[name][0]}) is not in "
+                             f"{photo_cache_dir()}: run `bash {FETCH_SCRIPT}` once.")
     if name not in PHOTOS:
-        raise ValueError(f"unknown photo {name!r}; known: {', '.join(PHOTOS)}")
+        raise ValueError(f"unknown photo {name!r}; known: {', '.join(LARGE_SET)}")
     package, distribution, relpath = PHOTOS[name]
     spec = importlib.util.find_spec(package)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -74,7 +141,8 @@ def load_photo(name: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(photo_path(name)) as im:
-        if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+        colour = ("RGB", "RGBA", "P", "CMYK", "YCbCr") + (("L",) if name in GREYSCALE_PHOTOS else ())
+        if im.mode not in colour:
             raise ValueError(f"photo {name!r} is not a colour image (PIL mode {im.mode})")
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -179,3 +247,173 @@ def evaluation_sources(n_calibration: int, n_evaluation: int, seed: int = 0,
         ['astronaut', 'chelsea']
     """
     return [s.photo for s in _split_specs(n_calibration, n_evaluation, seed, names)[2]]
+
+
+# ----------------------------------------------------------------------------- the larger set
+def missing_cached_photos() -> List[str]:
+    """CACHED_PHOTOS not yet in `photo_cache_dir()` (empty once scripts/fetch_photos.sh ran)."""
+    folder = photo_cache_dir()
+    return [n for n in CACHED_PHOTOS if not os.path.isfile(os.path.join(folder, f"{n}.png"))]
+
+
+def import_cached_photos(extracted_root: str, max_side: int = CACHE_MAX_SIDE) -> List[str]:
+    """Copies CACHED_PHOTOS from `extracted_root` (where `dpkg-deb -x` unpacked opencv-doc and
+    plasma-workspace-wallpapers) into `photo_cache_dir()` as PNGs, downscaled (Lanczos) so that
+    the shorter side is at most `max_side`. Each file is written to a temporary name and renamed
+    into place. Returns the names written.
+
+        python -m benchmarks.data.photos --import-from /tmp/extracted
+    """
+    from PIL import Image
+
+    missing = [f"{n} ({rel})" for n, (_, rel) in CACHED_PHOTOS.items()
+               if not os.path.isfile(os.path.join(extracted_root, rel))]
+    if missing:
+        raise PhotosNotFound(f"{len(missing)} photo(s) not under {extracted_root}, e.g. "
+                             f"{missing[0]}: extract opencv-doc and plasma-workspace-wallpapers "
+                             f"there with `dpkg-deb -x FILE.deb {extracted_root}`.")
+    folder = photo_cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, (_, rel) in CACHED_PHOTOS.items():
+        with Image.open(os.path.join(extracted_root, rel)) as im:
+            im = im.convert("L" if name in GREYSCALE_PHOTOS else "RGB")
+            short = min(im.size)
+            if short > max_side:
+                w, h = im.size
+                im = im.resize((round(w * max_side / short), round(h * max_side / short)),
+                               Image.LANCZOS)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}_", suffix=".png", dir=folder)
+            os.close(fd)
+            try:
+                im.save(tmp, format="PNG")
+                os.replace(tmp, os.path.join(folder, f"{name}.png"))
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        written.append(name)
+    return written
+
+
+def photo_split(seed: int = SPLIT_SEED, n_calibration: int = N_CALIBRATION_PHOTOS
+                ) -> Tuple[List[str], List[str]]:
+    """(calibration photos, evaluation photos): LARGE_SET split by photo with a seeded shuffle;
+    the default (seed 13, 12 calibration photos) is the benchmark's fixed split.
+
+        >>> cal_names, eval_names = photo_split()     # 12 and 30 names, disjoint
+    """
+    n_calibration = _check_count("n_calibration", n_calibration)
+    if not 0 < n_calibration < len(LARGE_SET):
+        raise ValueError(f"n_calibration must be in 1..{len(LARGE_SET) - 1}, got {n_calibration}")
+    order = np.random.default_rng(seed).permutation(len(LARGE_SET))
+    names = [LARGE_SET[i] for i in order]
+    return sorted(names[:n_calibration]), sorted(names[n_calibration:])
+
+
+@dataclasses.dataclass
+class EvaluationSet:
+    """Crops of the split photos: calibration crops only from calibration photos, evaluation
+    crops only from evaluation photos; `sources[i]` is the photo of evaluation crop i."""
+
+    calibration: np.ndarray          # uint8 [n_calibration, size, size, 3]
+    evaluation: np.ndarray           # uint8 [n_evaluation_photos * crops_per_photo, size, size, 3]
+    sources: List[str]
+    calibration_photos: List[str]
+    evaluation_photos: List[str]
+
+
+def evaluation_set(n_calibration: int = 64, crops_per_photo: int = 6, size: int = DEFAULT_SIZE,
+                   seed: int = 0, split_seed: int = SPLIT_SEED,
+                   n_calibration_photos: int = N_CALIBRATION_PHOTOS) -> EvaluationSet:
+    """The larger set's calibration and evaluation crops (see the module docstring): crops are
+    drawn as in `draw_crop_specs` (seeded, photos in turn), `n_calibration` of them from the
+    calibration photos and `crops_per_photo` from each evaluation photo. Needs the cache that
+    scripts/fetch_photos.sh fills.
+
+        >>> s = evaluation_set(64, 6, size=224)    # 64 calibration, 180 evaluation crops
+    """
+    size = _check_count("size", size)
+    crops_per_photo = _check_count("crops_per_photo", crops_per_photo)
+    if size < 1 or crops_per_photo < 1:
+        raise ValueError("size and crops_per_photo must be >= 1")
+    cal_names, eval_names = photo_split(split_seed, n_calibration_photos)
+    photos = load_photos(cal_names + eval_names)
+    shapes = {n: photos[n].shape[:2] for n in cal_names + eval_names}
+    cal_specs = draw_crop_specs(_check_count("n_calibration", n_calibration),
+                                {n: shapes[n] for n in cal_names}, seed=seed)
+    eval_specs = draw_crop_specs(crops_per_photo * len(eval_names),
+                                 {n: shapes[n] for n in eval_names}, seed=seed + 1)
+    return EvaluationSet(render_crops(photos, cal_specs, size), render_crops(photos, eval_specs, size),
+                         [s.photo for s in eval_specs], cal_names, eval_names)
+
+
+@dataclasses.dataclass
+class PhotoBootstrap:
+    """Top-1 agreement and logit SQNR (dB) with percentile-bootstrap intervals over photos."""
+
+    agreement: float
+    agreement_ci: Tuple[float, float]
+    sqnr_db: float
+    sqnr_ci: Tuple[float, float]
+
+
+def photo_bootstrap(reference: np.ndarray, test: np.ndarray, sources: Sequence[str],
+                    level: float = 0.95, resamples: int = 4000, seed: int = 0) -> PhotoBootstrap:
+    """Top-1 agreement of `test` with `reference` (logits [N, classes]) and SQNR over all logits,
+    each with an interval from one bootstrap that resamples whole photos (`sources[i]` = photo of
+    sample i): a resample's agreement is its hits / its crops, its SQNR the ratio of its summed
+    signal and noise powers. The point figures are those of the full set.
+
+        >>> b = photo_bootstrap(float_logits, int8_logits, s.sources)
+        >>> b.agreement, b.agreement_ci, b.sqnr_db, b.sqnr_ci
+    """
+    reference = np.asarray(reference, np.float64)
+    test = np.asarray(test, np.float64)
+    groups = np.asarray(sources)
+    if reference.ndim != 2 or reference.shape != test.shape or groups.shape != (len(reference),):
+        raise ValueError(f"need logits [N, classes] of one shape and one source per sample: "
+                         f"reference {reference.shape}, test {test.shape}, sources {groups.shape}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    hits = np.argmax(reference, -1) == np.argmax(test, -1)
+    signal = np.sum(reference ** 2, -1)
+    noise = np.sum((reference - test) ** 2, -1)
+    names, index = np.unique(groups, return_inverse=True)
+    per = [np.bincount(index, weights=w, minlength=len(names))
+           for w in (hits.astype(np.float64), np.ones(len(hits)), signal, noise)]
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    agree, count, sig, noi = (p[draws].sum(1) for p in per)
+    with np.errstate(divide="ignore"):
+        sqnrs = 10 * np.log10(sig / noi)
+    tail = 100.0 * (1.0 - level) / 2.0
+    a_lo, a_hi = np.percentile(agree / count, [tail, 100.0 - tail])
+    s_lo, s_hi = np.percentile(sqnrs, [tail, 100.0 - tail])
+    total_noise = noise.sum()
+    sqnr = float("inf") if total_noise == 0 else float(10 * np.log10(signal.sum() / total_noise))
+    return PhotoBootstrap(float(hits.mean()), (float(a_lo), float(a_hi)), sqnr,
+                          (float(s_lo), float(s_hi)))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`--check`: exit 0 when the larger set's cache is complete; `--import-from DIR`: fill it
+    from extracted Debian packages (scripts/fetch_photos.sh does both)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.data.photos")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--check", action="store_true")
+    group.add_argument("--import-from", metavar="DIR")
+    args = parser.parse_args(argv)
+    if args.check:
+        missing = missing_cached_photos()
+        if missing:
+            print(f"{len(missing)} of {len(CACHED_PHOTOS)} photos missing in {photo_cache_dir()}",
+                  file=sys.stderr)
+            return 1
+        print(f"{len(CACHED_PHOTOS)} photos cached in {photo_cache_dir()}")
+        return 0
+    written = import_cached_photos(args.import_from)
+    print(f"{len(written)} photos written to {photo_cache_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

