@@ -5,7 +5,7 @@
     python -m benchmarks.run --suites=generalization   # one suite (here Lite0/1/2, new photos)
 
 The generalization suite needs the photo cache of scripts/fetch_photos.sh; a --quick run leaves
-it and the scale suite out unless --suites names them.
+it, the scale suite and the slow test suites (tutorials included) out unless --suites names them.
 
 Every figure in BENCHMARKS.md comes from this harness, in one run; a full run of both suites also
 rewrites README.md's headline block from it (benchmarks/readme_figures.py).
@@ -23,7 +23,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small sets and short training (for CI and smoke runs).")
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file to write.")
 flags.DEFINE_string("plots_dir", "benchmarks/plots", "Folder for the PNG plots.")
-flags.DEFINE_list("suites", ["efficientnet", "generalization", "fashion_mnist", "scale"], "Suites to run.")
+flags.DEFINE_list("suites", ["efficientnet", "generalization", "fashion_mnist", "scale", "slow_tests"], "Suites to run.")
 flags.DEFINE_string("readme", "README.md", "README whose headline block a full run of both suites rewrites "
                     "from the new BENCHMARKS.md ('' for none).")
 
@@ -96,6 +96,11 @@ def main(argv) -> int:
         sections.append(text)
         _plot(rows, "accuracy", "Fashion-MNIST: test accuracy in TFLite",
               os.path.join(FLAGS.plots_dir, "fashion_mnist_accuracy.png"))
+    if "slow_tests" in FLAGS.suites and (not quick or FLAGS["suites"].present):
+        from benchmarks import suite_slow_tests
+
+        _, text = suite_slow_tests.run(quick)
+        sections.append(text)
     if "scale" in FLAGS.suites and (not quick or FLAGS["suites"].present):
         from benchmarks import suite_scale
 
