@@ -54,3 +54,28 @@ def test_efficientnet_lite0_agreement(effnet, name, calibrated, options, target)
     assert score >= target
     report = tfquant.inspect(sim.to_tflite())
     assert report.float_ops == []
+
+
+def test_convert_command_on_efficientnet_lite0(effnet, tmp_path):
+    """tfquant-convert on the SavedModel with a .npy of preprocessed crops: fully int8, per-channel
+    weights, the verify table and the summary printed."""
+    import os
+    import subprocess
+    import sys
+
+    path, cal, evaluation, _ = effnet
+    npy = tmp_path / "cal.npy"
+    np.save(npy, cal)
+    out = tmp_path / "lite0.tflite"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-m", "tools.convert", "--saved_model", path, "--output", str(out),
+                           "--calibration", str(npy), "--noprogress", "--verify"],
+                          capture_output=True, text=True, cwd=root, timeout=1800,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "verify:" in proc.stdout and "reference" in proc.stdout
+    report = tfquant.inspect(str(out))
+    assert [op.op for op in report.float_ops if op.op not in ("QUANTIZE", "DEQUANTIZE")] == []
+    convs = report.ops_of_type("CONV_2D") + report.ops_of_type("DEPTHWISE_CONV_2D")
+    assert len(convs) == 49 and all(report.tensors[op.inputs[1]].per_channel for op in convs)
+    assert all(report.tensors[op.inputs[1]].dtype == "INT8" for op in convs)
