@@ -67,12 +67,14 @@ def _worker_resnet(size: int) -> dict:
     result = tfquant.ptq(model, x_cal, progress=False)
     tflite = result.to_tflite()
     quantized = time.time() - started
-    report = result.verify(x_test, intermediate_samples=0)
+    # LiteRT's reference kernels abort the process on this randomly initialised network after
+    # the default pipeline (reproducer in issue 16's notes): verify under the default kernels
+    report = result.verify(x_test, intermediate_samples=0, kernels=("default",))
     return {"input": size, "parameters": int(model.count_params()), "ptq_export_seconds": quantized,
             "verify_seconds": time.time() - started - quantized, "peak_rss_mb": _peak_rss_mb(),
             "size_mb": len(tflite) / 2 ** 20,
-            "float_ops": len(tfquant.inspect(tflite).float_ops()),
-            "exact": report.exact_fraction, "max_lsb": report.max_lsb}
+            "float_ops": len([o for o in tfquant.inspect(tflite).float_ops if o.op not in ("QUANTIZE", "DEQUANTIZE")]),
+            "within_one": report.within_one_fraction, "max_lsb": report.max_lsb}
 
 
 def _run_worker(*args: str) -> dict:
@@ -105,9 +107,8 @@ def run(quick: bool) -> tuple[list, str]:
               f"{resnet['parameters'] / 1e6:.1f} M parameters), default pipeline with 64 calibration "
               f"samples: PTQ + export {resnet['ptq_export_seconds']:.0f} s, verify on 8 samples "
               f"{resnet['verify_seconds']:.0f} s, peak RSS {resnet['peak_rss_mb']:.0f} MB, flatbuffer "
-              f"{resnet['size_mb']:.1f} MB, {resnet['float_ops']} float ops"
-              f", sim = TFLite under reference kernels {100 * resnet['exact']:.1f}% exact "
-              f"(max {resnet['max_lsb']} LSB).", ""]
+              f"{resnet['size_mb']:.1f} MB, {resnet['float_ops']} float ops, sim = TFLite under the default "
+              f"(XNNPACK) kernels {100 * resnet['within_one']:.1f}% within 1 LSB (max {resnet['max_lsb']} LSB).", ""]
     return streams + [resnet], "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.errors import DataError, cause_text
+from tfquant.ptq.config import DEFAULT_MAX_CALIBRATION_SAMPLES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TFRECORD_EXTENSIONS = (".tfrecord", ".tfrecords")
@@ -234,7 +235,7 @@ class _TFRecord:
     (pixel - image_mean) / image_std; an int64 list holds raw pixels (normalised the same way) and
     a float list preprocessed values, each reshaped to one sample of the model's input shape.
 
-    The records up to `config.max_calibration_samples` are checked when the source is made (before
+    The records up to `config.calibration_limit` are checked when the source is made (before
     any pipeline step): readable (no corrupt or truncated record), each a tf.train.Example holding
     the feature, of the kind and length of the first; the first one is decoded.
     """
@@ -250,7 +251,7 @@ class _TFRecord:
         self.mean = float(getattr(config, "image_mean", 127.5))
         self.std = float(getattr(config, "image_std", 127.5))
         wanted = getattr(config, "tfrecord_feature", None)
-        limit = int(getattr(config, "max_calibration_samples", 256))
+        limit = config.calibration_limit if config is not None else DEFAULT_MAX_CALIBRATION_SAMPLES
         self.key, self.kind, length, count = wanted, None, None, 0
         try:
             for i, raw in enumerate(tf.data.TFRecordDataset(path).take(limit)):
