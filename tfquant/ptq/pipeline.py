@@ -148,7 +148,9 @@ class PTQResult:
         self.plan.check_matches(plan)
         graph = self.graph.copy()
         for node in graph.linear_nodes():
-            bias = state.biases.get(node.name)
+            if node.name not in state.biases:
+                continue
+            bias = state.biases[node.name]
             if bias is None:
                 node.weights.pop("bias", None)
             else:
