@@ -5,13 +5,15 @@
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_TF_NOISE = re.compile(r"\{\{.*?\}\}|\s*\[Op:[^\]]*\]")
 
 
 def cause_text(e: BaseException, limit: int = 200) -> str:
     """One clean line saying what an underlying library's exception said: its first non-empty
     line (or the converter's first `error:` line), without ANSI colour codes or Keras' "Arguments
-    received by ..." trailer, at most `limit` characters."""
+    received by ..." trailer or TF's op annotations, at most `limit` characters."""
     text = _ANSI.sub("", str(e)).split("Arguments received by", 1)[0]
+    text = _TF_NOISE.sub("", text)      # TF's "{{function_node ...}}" prefix and " [Op:Name]" suffix
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line.split("error:", 1)[1].strip() for line in lines if "error:" in line]
     line = (errors or lines or [type(e).__name__])[0]

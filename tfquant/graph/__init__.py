@@ -19,6 +19,7 @@ from tfquant.graph.emit import (
     node_kernel_on_grid,
     input_signature,
     linear_op,
+    linear_runs_int8,
 )
 from tfquant.graph.importer import concrete_function, load_graph
 from tfquant.graph.ir import (

@@ -145,6 +145,13 @@ def linear_op(node: Node) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     raise ValueError(f"{node.name} is not a linear node")
 
 
+def linear_runs_int8(node: Node, plan: QuantPlan) -> bool:
+    """Whether a linear node is an int8 op in the flatbuffer: quantized weights, and its input and
+    output int8 in the plan (otherwise the converter runs it in float: mixed precision)."""
+    return plan.weights_quantized(node.name) and plan.is_quantized(node.inputs[0]) and \
+        plan.is_quantized(node.output())
+
+
 def node_kernel_on_grid(node: Node, kernel, lo, hi, spec: QuantSpec):
     """The kernel of a linear node on its integer grid (per-channel axis handled for depthwise)."""
     return fake_quant_kernel(kernel, lo, hi, spec, depthwise=node.type == "depthwise")
@@ -344,7 +351,7 @@ class Emitter:
         kernel = tf.constant(node.kernel)
         bias = node.bias
         weights_q = self.mode != "float" and self.plan.weights_quantized(node.name)
-        if weights_q and self._int8(node, node.inputs[0]):
+        if self.mode == "quant" and linear_runs_int8(node, self.plan):
             lo, hi = self.weight_range(node)
             return quantized_linear(
                 op, x, kernel, None if bias is None else tf.constant(bias),

@@ -222,7 +222,7 @@ class _ImageFolder:
 
 def _record_error(path: str, e: Exception) -> DataError:
     """A tf.data read error on a TFRecord as one line naming the file and the byte offset."""
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    first = cause_text(e)
     where = re.search(r"(corrupted|truncated) record at \d+", first)
     return DataError(f"The TFRecord {path!r} is corrupt: {where.group(0) if where else first[:200]}. "
                      "Rewrite it, uncompressed (tf.io.TFRecordWriter), or pass another calibration source.")
@@ -340,7 +340,6 @@ class _TFRecord:
             except tf.errors.OpError as e:
                 if isinstance(e, tf.errors.DataLossError):
                     raise _record_error(self.path, e) from None
-                why = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", str(e).splitlines()[0]).strip()
                 raise DataError(f"A record of {self.path!r} could not be decoded as feature {self.key!r} "
-                                f"({type(e).__name__}: {why[:160]}).") from None
+                                f"({type(e).__name__}: {cause_text(e, 160)}).") from None
             yield batch.numpy()

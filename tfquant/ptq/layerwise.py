@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from tfquant.core import QuantSpec, fake_quant
 from tfquant.core.op_rules import apply_fused_activation, linear_pre_activation
-from tfquant.graph import Emitter, Graph, Node, QuantPlan, node_kernel_on_grid, linear_op, ref
+from tfquant.graph import Emitter, Graph, Node, QuantPlan, linear_op, linear_runs_int8, node_kernel_on_grid, ref
 from tfquant.ptq.adaround import AdaRoundResult, adaround_layer
 
 
@@ -50,13 +50,6 @@ def quantized_kernel(node: Node, plan: QuantPlan) -> np.ndarray:
     """The kernel on its integer grid (core's FakeQuant with the plan's range)."""
     lo, hi = plan.weight_ranges[node.name]
     return np.asarray(node_kernel_on_grid(node, tf.constant(node.kernel), lo, hi, plan.weight_specs[node.name]))
-
-
-def runs_int8(node: Node, plan: QuantPlan) -> bool:
-    """Whether a linear node becomes an int8 op in the flatbuffer: quantized weights, and its input
-    and output int8 in the plan (otherwise the converter runs it in float)."""
-    return plan.weights_quantized(node.name) and plan.is_quantized(node.inputs[0]) and \
-        plan.is_quantized(node.output())
 
 
 def run_layerwise(graph: Graph, plan: QuantPlan, samples: np.ndarray, config, *, bias_correction: bool,
@@ -137,7 +130,7 @@ def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, 
         learned, result = adaround_layer(node, x_q, target, spec, lo, hi, config, rng)
         node.weights["kernel"] = learned
         report.adaround[node.name] = result
-    int8 = runs_int8(node, plan)        # a layer mixed precision keeps in float: no correction
+    int8 = linear_runs_int8(node, plan)        # a layer mixed precision keeps in float: no correction
     k_q = tf.constant(quantized_kernel(node, plan)) if int8 else kernel
     pre_q = _apply(lambda x: linear_pre_activation(op, x, k_q, bias), [x_q], chunk)
     if bias_correction and int8:
