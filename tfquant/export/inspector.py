@@ -251,6 +251,9 @@ def _report(m, subgraph, size: int) -> ModelReport:
         q = t.quantization
         scales = [] if q is None or q.scale is None else [float(s) for s in q.scale]
         zps = [] if q is None or q.zeroPoint is None else [int(z) for z in q.zeroPoint]
+        if scales and len(zps) != len(scales):    # one zero point per scale in a sound file
+            raise ModelFileError(f"Tensor {i} of the TFLite flatbuffer has {len(scales)} scale(s) but "
+                                 f"{len(zps)} zero point(s): the file is damaged.")
         tensors.append(TensorInfo(
             index=i, name=(t.name.decode() if isinstance(t.name, bytes) else str(t.name)),
             dtype=dtype, shape=[int(s) for s in (t.shape if t.shape is not None else [])],
