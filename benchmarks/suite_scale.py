@@ -67,8 +67,9 @@ def _worker_resnet(size: int) -> dict:
     result = tfquant.ptq(model, x_cal, progress=False)
     tflite = result.to_tflite()
     quantized = time.time() - started
-    # LiteRT's reference SOFTMAX (int8) aborts the process on this randomly initialised network's
-    # nearly uniform 1000-class logits (issue 16's notes): verify under the default kernels
+    # LiteRT's reference SOFTMAX (int8) would abort on this randomly initialised network's nearly
+    # uniform 1000-class logits (verify refuses them: KernelAbortError), and its reference
+    # convolutions take minutes at 224 px: verify under the default kernels
     report = result.verify(x_test, intermediate_samples=0, kernels=("default",))
     return {"input": size, "parameters": int(model.count_params()), "ptq_export_seconds": quantized,
             "verify_seconds": time.time() - started - quantized, "peak_rss_mb": _peak_rss_mb(),

@@ -49,3 +49,7 @@ class PlanKeyError(TFQuantError, KeyError):
 
     def __str__(self) -> str:          # KeyError would print the message quoted
         return str(self.args[0]) if self.args else ""
+
+
+class KernelAbortError(TFQuantError, RuntimeError):
+    """Inputs on which a TFLite kernel would abort the process (a LiteRT assertion), refused first."""

@@ -415,9 +415,15 @@ def _bit_length(v: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.cast(v[..., None] >= powers, tf.int64), axis=-1)
 
 
-def softmax_int8(q: tf.Tensor, input_scale: float, beta: float = 1.0) -> tf.Tensor:
-    """The reference int8 SOFTMAX over the last axis: raw int8 inputs (int64 tensor) to raw int8
-    outputs on (1/256, -128), as int64."""
+# gemmlowp's RoundingDivideByPOT asserts its exponent <= 31, and LiteRT's reference int8 SOFTMAX
+# divides by 2^(bits_over_unit + 23): a sum of exps (Q12.19) of 2^28 raw, i.e. 512.0, or more
+# aborts the process (SIGABRT). Only rows of >= 512 classes whose logits are nearly all equal get there.
+REFERENCE_SOFTMAX_ABORT_SUM = 1 << 28
+
+
+def _softmax_exps(q: tf.Tensor, input_scale: float, beta: float):
+    """The reference kernel's per-class exps (Q0.31 raws), the mask of classes it counts, and the
+    per-row sum of exps (Q12.19 raw), for raw int8 inputs (int64 tensor) over the last axis."""
     # PreprocessSoftmaxScaling: beta * scale * 2^26 in double, capped, QuantizeMultiplierGreaterThanOne.
     beta_scale = np.float64(np.float32(beta)) * np.float64(np.float32(input_scale))
     real = min(beta_scale * float(1 << (31 - _SOFTMAX_INTEGER_BITS)), float(INT32_MAX))
@@ -433,6 +439,23 @@ def softmax_int8(q: tf.Tensor, input_scale: float, beta: float = 1.0) -> tf.Tens
     exps = _exp_on_negative_values(scaled)                                                 # Q0.31
     in_accumulator = rounding_divide_by_pot(exps, _SOFTMAX_ACCUMULATION_BITS)              # Rescale<12>
     total = tf.reduce_sum(tf.where(used, in_accumulator, tf.zeros_like(in_accumulator)), axis=-1, keepdims=True)
+    return exps, used, total
+
+
+def reference_softmax_aborts(q, input_scale: float, beta: float = 1.0) -> np.ndarray:
+    """Per row of raw int8 SOFTMAX inputs (last axis = classes): True where LiteRT's reference
+    kernel would abort the process (its sum of exps reaches 512; see REFERENCE_SOFTMAX_ABORT_SUM).
+
+        >>> reference_softmax_aborts(np.zeros((1, 1000), np.int8), 0.1)     # array([ True])
+    """
+    _, _, total = _softmax_exps(tf.constant(np.asarray(q), tf.int64), input_scale, beta)
+    return total.numpy()[..., 0] >= REFERENCE_SOFTMAX_ABORT_SUM
+
+
+def softmax_int8(q: tf.Tensor, input_scale: float, beta: float = 1.0) -> tf.Tensor:
+    """The reference int8 SOFTMAX over the last axis: raw int8 inputs (int64 tensor) to raw int8
+    outputs on (1/256, -128), as int64."""
+    exps, used, total = _softmax_exps(q, input_scale, beta)
     # GetReciprocal: headroom = CountLeadingZeros(uint32 total).
     headroom = 32 - _bit_length(total)
     bits_over_unit = _SOFTMAX_ACCUMULATION_BITS - headroom

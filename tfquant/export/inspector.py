@@ -63,6 +63,7 @@ class OpInfo:
     inputs: list[int]
     outputs: list[int]
     is_float: bool
+    options: dict = dataclasses.field(default_factory=dict)   # scalar builtin options, e.g. {"beta": 1.0}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -235,6 +236,14 @@ def inspect(model: Union[str, os.PathLike, bytes, bytearray]) -> ModelReport:
     return report
 
 
+def _options(op) -> dict:
+    """The op's builtin options that are plain numbers or flags (fused activation, beta, strides...)."""
+    opts = getattr(op, "builtinOptions", None)
+    if opts is None:
+        return {}
+    return {k: v for k, v in vars(opts).items() if isinstance(v, (bool, int, float))}
+
+
 def _report(m, subgraph, size: int) -> ModelReport:
 
     tensors = []
@@ -276,7 +285,7 @@ def _report(m, subgraph, size: int) -> ModelReport:
                                  "is corrupt. Re-export it with tfquant.to_tflite.")
         touches_float = any(tensors[x].dtype in FLOAT_TYPES for x in ins + outs if x >= 0)
         ops.append(OpInfo(index=i, op=name, inputs=ins, outputs=outs,
-                          is_float=touches_float and name not in BOUNDARY_OPS))
+                          is_float=touches_float and name not in BOUNDARY_OPS, options=_options(op)))
     io = [int(x) for x in subgraph.inputs], [int(x) for x in subgraph.outputs]
     if any(not 0 <= x < len(tensors) for x in io[0] + io[1]):
         raise ModelFileError("The model's inputs or outputs refer to tensors that do not exist: the flatbuffer is corrupt.")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from tfquant.core.integer_kernels import reference_softmax_aborts
 from tfquant.core.quant_params import dequantize, quantize
 from tfquant.core.spec import QuantSpec
-from tfquant.errors import DataError, ModelFileError, cause_text
+from tfquant.errors import DataError, KernelAbortError, ModelFileError, cause_text
 from tfquant.export.inspector import inspect, load_model_bytes
 
 KERNELS = {
@@ -60,6 +61,35 @@ class TFLiteRunner:
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()
         self._batch = None
+        self._softmax_guard = self._guarded_softmaxes() if kernels == "reference" else []
+        self._guard_runner: "TFLiteRunner | None" = None
+
+    def _guarded_softmaxes(self) -> list:
+        """The int8 SOFTMAX ops wide enough (>= 512 classes) for the reference kernel to abort on."""
+        guarded = []
+        for op in self.report.ops_of_type("SOFTMAX"):
+            t = self.report.tensors[op.inputs[0]]
+            if t.dtype == "INT8" and t.scales and (not t.shape or t.shape[-1] < 0 or t.shape[-1] >= 512):
+                guarded.append(op)
+        return guarded
+
+    def _check_reference_softmax(self, arrays: list[np.ndarray]) -> None:
+        """Run the batch under the optimized kernels first and refuse it if the reference SOFTMAX
+        would abort on what reaches it (the same int8 inputs: the ops before it are exact in both)."""
+        if self._guard_runner is None:
+            self._guard_runner = TFLiteRunner(self.model_bytes, kernels="optimized", preserve_all_tensors=True)
+        self._guard_runner.invoke(arrays)
+        for op in self._softmax_guard:
+            t = self.report.tensors[op.inputs[0]]
+            rows = self._guard_runner.get_tensor(op.inputs[0])
+            aborts = reference_softmax_aborts(rows, t.scales[0], op.options.get("beta", 1.0))
+            if np.any(aborts):
+                raise KernelAbortError(
+                    f"TFLite's reference int8 SOFTMAX (op {op.index}, {t.shape[-1] if t.shape else '?'} classes) would "
+                    f"abort the process on {int(np.sum(aborts))} of these {aborts.size} samples: their logits are so "
+                    "nearly equal that the kernel's sum of exps reaches 512, past a LiteRT assertion. The default "
+                    "and optimized kernels run them; verify with kernels=('default',), or on inputs the model "
+                    "separates (an untrained or collapsed model gives such logits).")
 
     # ---- feeding ---------------------------------------------------------------------
     def _prepare(self, inputs) -> list[np.ndarray]:
@@ -98,6 +128,8 @@ class TFLiteRunner:
 
     def invoke(self, arrays: list[np.ndarray]) -> None:
         """Run one batch (resizing the interpreter to it)."""
+        if self._softmax_guard:
+            self._check_reference_softmax(arrays)
         self._set_batch(arrays[0].shape[0])
         self._feed(arrays)
         self.interpreter.invoke()

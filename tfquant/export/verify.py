@@ -18,11 +18,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfquant.core.quant_params import converter_params, dequantize, quantize
 from tfquant.core.integer_kernels import simulation_mode
 from tfquant.core.spec import QuantSpec
-from tfquant.errors import DataError
+from tfquant.errors import DataError, KernelAbortError
 from tfquant.export.converter import concrete_function_of, is_ptq_result, with_plan
 from tfquant.export.interpreter import TFLiteRunner
 
@@ -61,13 +62,15 @@ class VerificationResult:
     outputs: list[OutputReport]
     tensors: list[Fidelity]          # intermediate tensors (reference kernels)
     samples: int
+    not_run: dict = dataclasses.field(default_factory=dict)   # kernel set -> why it could not run
 
     def _ref(self) -> list[OutputReport]:
         return [o for o in self.outputs if o.kernels == "reference"] or self.outputs
 
     @property
     def exact_fraction(self) -> float:
-        """Worst output's fraction of exactly predicted integers under reference kernels."""
+        """Worst output's fraction of exactly predicted integers under reference kernels (the
+        first kernel set that ran, where they could not: see `not_run`)."""
         return min(o.fidelity.exact for o in self._ref())
 
     @property
@@ -99,6 +102,8 @@ class VerificationResult:
             lines.append(f"{o.kernels:<10} {f.name[-28:]:<28} {pct(f.exact):>8} {pct(f.within_one):>8} "
                          f"{f.max_lsb:>7} {pct(o.top1_vs_simulation):>9} {pct(o.top1_vs_float):>10} "
                          f"{db(o.sqnr_vs_float_db):>10}")
+        for kernels, why in self.not_run.items():
+            lines.append(f"{kernels:<10} not run: {why}")
         if self.tensors:
             lines.append(f"intermediate tensors (reference kernels): {len(self.tensors)}")
             for f in self.tensors:
@@ -284,15 +289,26 @@ def verify(model, simulation: Callable, inputs, float_model: Optional[Callable] 
             sim_outs = run_model(simulation, arrays, batch_size)
         tensors: list[Fidelity] = []     # intermediate tensors, under the reference kernels
         if intermediate_samples and "reference" in kernels:
-            tensors = _intermediate_fidelity(
-                simulation, TFLiteRunner(model, kernels="reference", preserve_all_tensors=True),
-                [a[:intermediate_samples] for a in arrays])
+            try:
+                tensors = _intermediate_fidelity(
+                    simulation, TFLiteRunner(model, kernels="reference", preserve_all_tensors=True),
+                    [a[:intermediate_samples] for a in arrays])
+            except KernelAbortError:
+                pass                     # reported below, from the run over all samples
     float_outs = run_model(float_model, arrays, batch_size) if float_model is not None else None
 
     reports: list[OutputReport] = []
+    not_run: dict[str, str] = {}
     for k in kernels:
         runner = TFLiteRunner(model, kernels=k, preserve_all_tensors=True)
-        ints = runner.run_int(arrays, batch_size=batch_size)
+        try:
+            ints = runner.run_int(arrays, batch_size=batch_size)
+        except KernelAbortError as e:
+            if len(kernels) == 1:
+                raise
+            logging.warning("verify: %s kernels not run: %s", k, e)
+            not_run[k] = str(e)
+            continue
         if len(ints) != len(sim_outs):
             raise DataError(f"The flatbuffer has {len(ints)} outputs but the simulation gives {len(sim_outs)}.")
         for j, (q, sim) in enumerate(zip(ints, sim_outs)):
@@ -308,7 +324,7 @@ def verify(model, simulation: Callable, inputs, float_model: Optional[Callable] 
                 top1_vs_float=None if fl is None else top1_agreement(fl, actual_float),
                 sqnr_vs_float_db=None if fl is None else sqnr_db(fl, actual_float),
                 sqnr_vs_simulation_db=sqnr_db(sim.reshape(q.shape), actual_float)))
-    result = VerificationResult(outputs=reports, tensors=tensors, samples=int(arrays[0].shape[0]))
+    result = VerificationResult(outputs=reports, tensors=tensors, samples=int(arrays[0].shape[0]), not_run=not_run)
     if print_table:
         print(result.table())
     return result
