@@ -3,6 +3,7 @@
     python -m benchmarks.run            # full run, writes BENCHMARKS.md and benchmarks/plots/*.png
     python -m benchmarks.run --quick    # small sets, fewer epochs: under 10 minutes
     python -m benchmarks.run --suites=generalization   # one suite (here Lite0/1/2, new photos)
+    python -m benchmarks.run --suites=scale --update   # rewrite only that suite's section in place
 
 The generalization suite needs the photo cache of scripts/fetch_photos.sh; a --quick run leaves
 it, the scale suite and the slow test suites (tutorials included) out unless --suites names them.
@@ -23,7 +24,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small sets and short training (for CI and smoke runs).")
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file to write.")
 flags.DEFINE_string("plots_dir", "benchmarks/plots", "Folder for the PNG plots.")
-flags.DEFINE_list("suites", ["efficientnet", "generalization", "fashion_mnist", "scale", "slow_tests"], "Suites to run.")
+flags.DEFINE_list("suites", ["efficientnet", "generalization", "fashion_mnist", "keras_applications", "scale",
+                            "slow_tests"], "Suites to run.")
+flags.DEFINE_bool("update", False, "Replace only the sections of the suites run in the existing --output "
+                  "(each section then names the run that wrote it), keeping the others.")
 flags.DEFINE_string("readme", "README.md", "README whose headline block a full run of both suites rewrites "
                     "from the new BENCHMARKS.md ('' for none).")
 
@@ -55,6 +59,30 @@ def _plot(rows, metric: str, title: str, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def update_sections(document: str, sections: list[str]) -> str:
+    """`document` with each of `sections` (markdown starting "## Title") in place of the section of
+    the same title, or added before the closing wall-time line; the other sections kept as they are.
+
+        >>> update_sections("# B\\n\\n## A\\n\\nold\\n\\n## C\\n\\nc\\n", ["## A\\n\\nnew\\n"])
+        '# B\\n\\n## A\\n\\nnew\\n\\n## C\\n\\nc\\n'
+    """
+    head, *parts = document.split("\n## ")
+    parts = ["## " + p for p in parts]
+    title = lambda text: text.split("\n", 1)[0]   # noqa: E731
+    tail = ""
+    if parts and "\nTotal benchmark wall time" in parts[-1]:
+        last, _, total = parts[-1].partition("\nTotal benchmark wall time")
+        parts[-1], tail = last, "Total benchmark wall time" + total
+    for new in sections:
+        same = [i for i, p in enumerate(parts) if title(p) == title(new)]
+        if same:
+            parts[same[0]] = new
+        else:
+            parts.append(new)
+    body = [head.rstrip("\n") + "\n"] + [p.rstrip("\n") + "\n" for p in parts]
+    return "\n".join(body) + ("\n" + tail if tail else "")
 
 
 def main(argv) -> int:
@@ -101,11 +129,26 @@ def main(argv) -> int:
 
         _, text = suite_slow_tests.run(quick)
         sections.append(text)
+    if "keras_applications" in FLAGS.suites and (not quick or FLAGS["suites"].present):
+        from benchmarks import suite_keras_applications
+
+        _, text = suite_keras_applications.run(quick)
+        sections.append(text)
     if "scale" in FLAGS.suites and (not quick or FLAGS["suites"].present):
         from benchmarks import suite_scale
 
         _, text = suite_scale.run(quick)
         sections.append(text)
+    if FLAGS.update:
+        stamp = f"*Section written by `{command} --suites={','.join(FLAGS.suites)} --update` on " \
+                f"{time.strftime('%Y-%m-%d')} ({time.time() - started:.0f} s).*\n"
+        with open(FLAGS.output) as f:
+            text = update_sections(f.read(), [s.rstrip("\n") + "\n\n" + stamp for s in sections[2:]])
+        text = text.replace("every figure below comes from that one run (", "every figure below comes from "
+                            "that one run, except in the sections stamped with the later run that rewrote them (")
+        write_bytes_atomic(FLAGS.output, text.encode())
+        logging.info("updated %d section(s) of %s", len(sections) - 2, FLAGS.output)
+        return 0
     sections.append(f"Total benchmark wall time: {time.time() - started:.0f} s.\n")
     write_bytes_atomic(FLAGS.output, "\n".join(sections).encode())
     logging.info("wrote %s", FLAGS.output)

@@ -161,6 +161,26 @@ def markdown(rows: list[dict], routes: list[str]) -> str:
     return "\n".join(lines)
 
 
+QUICK_MODELS = ("MobileNetV3Small", "EfficientNetB0", "ResNet50V2")
+
+
+def run(quick: bool, timeout: float = 1800.0) -> tuple[list[dict], str]:
+    """The sweep as a BENCHMARKS.md section (benchmarks/run.py): all 15 models, or three with --quick."""
+    rows = []
+    started = time.perf_counter()
+    for m in QUICK_MODELS if quick else MODELS:
+        got = run_subprocess(m, list(ROUTES), timeout)
+        rows += got
+        print(f"[benchmarks] keras_applications {m}: " + "; ".join(f"{r['route']}: {_cell(r)}" for r in got),
+              flush=True)
+    text = (f"## Keras applications: float ops left and sim = TFLite exactness, both routes\n\n"
+            f"`keras.applications.X(weights=None, input_shape={INPUT_SHAPE}, classes={CLASSES})`, batch norm "
+            f"statistics from one training-mode pass over {N_BN} uniform [-1, 1] inputs, {N_CAL} calibration "
+            f"and {N_TEST} test inputs drawn apart (benchmarks/suite_keras_applications.py; "
+            f"{time.perf_counter() - started:.0f} s).\n\n" + markdown(rows, list(ROUTES)) + "\n")
+    return rows, text
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated application names")
