@@ -200,16 +200,26 @@ class _Importer:
         return self._consumer_index.get(r, [])
 
     # ---- typing ------------------------------------------------------------------------
-    def const_input(self, r: str) -> str:
-        """An IR const node for constant tensor `r` (for pass-through ops)."""
+    def const_input(self, r: str, value: Optional[np.ndarray] = None) -> str:
+        """An IR const node for constant tensor `r` (for pass-through ops), or for `value` under
+        the name of `r` where the importer has worked out a tensor's value itself."""
         if r not in self.const_nodes:
             name = "const/" + r.replace(":", "_")
-            value = self.values[r]
+            value = self.values[r] if value is None else value
             self.nodes.append(Node(name=name, type="const", inputs=[], weights={"value": value},
                                    tf_type="Const", out_dtypes=[tf.as_dtype(value.dtype)],
                                    out_shapes=[tf.TensorShape(value.shape)]))
             self.const_nodes[r] = name
         return ref(self.const_nodes[r])
+
+    def _batch_free_shape(self, name: str, shape_ref: str) -> Optional[str]:
+        """A Reshape whose target shape is computed from its input's shape (Keras' Dense on a
+        4-D tensor): a constant [-1, d1, ...] instead, where the output's static shape leaves only
+        the batch dimension open, so the reshape holds for any batch (and any calibration chunk)."""
+        out = self.tf_graph.get_operation_by_name(name).outputs[0].shape
+        if out.rank is None or out.rank == 0 or out[0] is not None or any(d is None for d in out[1:]):
+            return None
+        return self.const_input(shape_ref + "/batch_free", np.asarray([-1] + list(out[1:]), np.int32))
 
     def build(self) -> list[Node]:
         for name in self.topo:
@@ -325,7 +335,8 @@ class _Importer:
         if nd.op == "Reshape" and len(ins) == 2 and not self.is_const(ins[0]):
             node = generic()
             node.type = "reshape"
-            node.inputs = [ins[0], self.const_input(ins[1]) if self.is_const(ins[1]) else ins[1]]
+            node.inputs = [ins[0], self.const_input(ins[1]) if self.is_const(ins[1]) else
+                           self._batch_free_shape(name, ins[1]) or ins[1]]
             return node
         if nd.op == "Softmax" and len(data) == 1:
             return Node(name=name, type="softmax", inputs=data)
@@ -353,10 +364,49 @@ def load_graph(model, signature: str = "serving_default") -> Graph:
         if imp.is_const(r):
             raise ModelFileError(f"Output {k!r} of the model is a constant: nothing to quantize.")
     graph = Graph(nodes, inputs, outputs, structure, imp.graph_def.library, source)
+    _pointwise_tensordots(graph)
     _canonicalize(graph)
     graph.prune()
     graph._owner = owner  # keep a loaded SavedModel alive while the graph is used
     return graph
+
+
+def _const_of(graph: Graph, r: str) -> Optional[np.ndarray]:
+    node = graph.nodes.get(split_ref(r)[0])
+    return None if node is None or node.type != "const" else np.asarray(node.weights["value"])
+
+
+def _pointwise_tensordots(graph: Graph) -> None:
+    """Dense on a 4-D tensor (Keras' ConvNeXt MLP: tf.tensordot over the last axis, i.e. Shape,
+    Transpose by the identity, Reshape to 2-D, MatMul, Reshape back to [batch, h, w, units]) becomes
+    the 1x1 convolution it is: one linear op that keeps the batch axis first (the Reshapes' computed
+    shapes hold for one batch size only) and runs as an int8 CONV_2D with per-channel weights."""
+    for m in list(graph):
+        if m.type != "matmul" or m.name not in graph.nodes:
+            continue
+        r1, r2 = graph.producer(m.inputs[0]), graph.sole_consumer(m.output())
+        if r1.type != "reshape" or r2 is None or r2.type != "reshape":
+            continue
+        src, transpose = r1.inputs[0], graph.producer(r1.inputs[0])
+        if transpose.tf_type == "Transpose":
+            perm = _const_of(graph, transpose.inputs[1])
+            if perm is None or perm.tolist() != [0, 1, 2, 3]:
+                continue
+            src = transpose.inputs[0]
+        concat = graph.producer(r2.inputs[1])        # the output shape: concat(shape(x)[0:3], [units])
+        gather = graph.producer(concat.inputs[0]) if concat.tf_type == "ConcatV2" else None
+        if gather is None or gather.tf_type != "GatherV2":
+            continue
+        shape_of = graph.producer(gather.inputs[0])
+        free = _const_of(graph, gather.inputs[1])
+        if shape_of.tf_type != "Shape" or shape_of.inputs[0] != src or free is None or free.tolist() != [0, 1, 2]:
+            continue                                 # free axes 0, 1, 2 of a rank-4 x: a 4-D Dense
+        m.type, m.inputs = "conv2d", [src]
+        m.weights["kernel"] = m.kernel.reshape(1, 1, *m.kernel.shape)
+        m.attrs = {"strides": [1, 1, 1, 1], "padding": "VALID", "explicit_paddings": [], "dilations": [1, 1, 1, 1]}
+        m.out_shapes = [tf.TensorShape([None, None, None, m.kernel.shape[-1]])]
+        graph.replace_uses(r2.output(), m.output())
+    graph.prune()
 
 
 def _canonicalize(graph: Graph) -> None:

@@ -1,0 +1,37 @@
+"""Issue 15, ConvNeXt's ops (COVERAGE.md causes 2 and 7): Dense applied to a 4-D tensor (its
+pointwise MLP, a tf.tensordot) through both routes: int8, exact under the reference kernels."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import tfquant
+from tests.test_keras_applications_exact import _assert_exact, _data, _route
+
+
+def pointwise_mlp():
+    """ConvNeXt's inverted bottleneck without its norm: conv, Dense x4 (relu), Dense back, on 4-D."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same")(x)
+    y = keras.layers.Dense(32, activation="relu")(y)
+    y = keras.layers.Dense(8)(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(x, keras.layers.Dense(10)(y))
+
+
+@pytest.mark.parametrize("route", ["ptq", "qat"])
+def test_dense_on_a_4d_tensor_is_an_int8_convolution_and_exact(route):
+    """Cause 2: PTQ crashed (the tensordot's Reshape to a shape computed for another batch size);
+    the Dense layers on 4-D tensors are now 1x1 convolutions with per-channel weights."""
+    x_cal, x_test = _data()
+    tflite, result = _route(pointwise_mlp(), route, x_cal, x_test)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    assert "RESHAPE" not in report.op_counts(), report.op_counts()
+    if route == "ptq":
+        convs = report.ops_of_type("CONV_2D")
+        assert len(convs) == 3
+        assert all(report.tensors[op.inputs[1]].per_channel for op in convs)
+    _assert_exact(result, expected_tensors=3)
