@@ -3,7 +3,6 @@ pointwise MLP, a tf.tensordot) through both routes: int8, exact under the refere
 from __future__ import annotations
 
 import keras
-import numpy as np
 import pytest
 
 import tfquant
@@ -35,3 +34,26 @@ def test_dense_on_a_4d_tensor_is_an_int8_convolution_and_exact(route):
         assert len(convs) == 3
         assert all(report.tensors[op.inputs[1]].per_channel for op in convs)
     _assert_exact(result, expected_tensors=3)
+
+
+def gelu_block():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(16, 3, padding="same")(x)
+    y = keras.layers.Activation("gelu")(y)                 # exact GELU: (x/2) erfc(-x/sqrt 2)
+    y = keras.layers.Conv2D(8, 1)(y)
+    return keras.Model(x, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(y)))
+
+
+@pytest.mark.parametrize("route", ["ptq", "qat"])
+def test_gelu_is_one_int8_lookup_table_op_and_exact(route):
+    """PTQ exported GELU's five TF ops (MUL, NEG, MUL, Erfc, MUL) and the converter refused Erfc;
+    the importer fuses them into the table op QAT already had (core.op_rules.LOOKUP_TABLE_OPS)."""
+    x_cal, x_test = _data()
+    tflite, result = _route(gelu_block(), route, x_cal, x_test)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    assert report.op_counts().get("GELU") == 1 and "NEG" not in report.op_counts()
+    gelu, = report.ops_of_type("GELU")
+    assert report.tensors[gelu.inputs[0]].dtype == report.tensors[gelu.outputs[0]].dtype == "INT8"
+    _assert_exact(result, expected_tensors=4)

@@ -128,7 +128,7 @@ def _gelu_table(x: np.ndarray) -> np.ndarray:
 LOOKUP_TABLE_OPS: dict[str, LookupTableOp] = {
     "exp": LookupTableOp("EXP", tf.exp, np.exp, tf_ops=("Exp",), keras_activations=("exponential",)),
     "gelu": LookupTableOp("GELU", lambda x: tf.nn.gelu(x, approximate=False), _gelu_table,
-                          keras_activations=("gelu",)),
+                          tf_ops=("Gelu",), keras_activations=("gelu",)),   # "Gelu": graph.importer's fused node
 }
 
 

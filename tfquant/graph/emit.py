@@ -343,7 +343,8 @@ class Emitter:
         if table_op is not None and self._int8(node, node.inputs[0]) and self.plan.is_owner(node.output()):
             return [quantized_lookup_table(values[0], table_op, input_range=self.plan.range_of(node.inputs[0]),
                                            output_range=self.plan.range_of(node.output()))]
-        outs = self._generic(node, list(values))
+        outs = [table_op.tf_fn(values[0])] if table_op is not None and node.node_def is None else \
+            self._generic(node, list(values))                 # a node the importer fused has no NodeDef
         return [self._fq_out(node, o, i) if o.dtype.is_floating else o for i, o in enumerate(outs)]
 
     def _linear(self, node: Node, x):

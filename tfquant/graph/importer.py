@@ -365,6 +365,7 @@ def load_graph(model, signature: str = "serving_default") -> Graph:
             raise ModelFileError(f"Output {k!r} of the model is a constant: nothing to quantize.")
     graph = Graph(nodes, inputs, outputs, structure, imp.graph_def.library, source)
     _pointwise_tensordots(graph)
+    _fuse_gelus(graph)
     _canonicalize(graph)
     graph.prune()
     graph._owner = owner  # keep a loaded SavedModel alive while the graph is used
@@ -406,6 +407,33 @@ def _pointwise_tensordots(graph: Graph) -> None:
         m.attrs = {"strides": [1, 1, 1, 1], "padding": "VALID", "explicit_paddings": [], "dilations": [1, 1, 1, 1]}
         m.out_shapes = [tf.TensorShape([None, None, None, m.kernel.shape[-1]])]
         graph.replace_uses(r2.output(), m.output())
+    graph.prune()
+
+
+def _scale_is(node: Node, value: float) -> bool:
+    return node.type == "affine" and not np.any(node.weights["offset"]) and \
+        np.allclose(node.weights["scale"], value, rtol=1e-6, atol=0)
+
+
+def _fuse_gelus(graph: Graph) -> None:
+    """tf.nn.gelu(x, approximate=False), i.e. (x * 0.5) * erfc(-x * 1/sqrt(2)) (Keras' "gelu"),
+    becomes one pass-through node of type "Gelu": the TFLite GELU op the converter makes of it,
+    whose int8 kernel is a lookup table (`core.op_rules.LOOKUP_TABLE_OPS["gelu"]`)."""
+    for erfc in list(graph):
+        if erfc.tf_type != "Erfc" or erfc.name not in graph.nodes:
+            continue
+        scaled = graph.producer(erfc.inputs[0])
+        neg = graph.producer(scaled.inputs[0]) if _scale_is(scaled, 1.0 / np.sqrt(2.0)) else None
+        out = graph.sole_consumer(erfc.output())
+        if neg is None or neg.tf_type != "Neg" or out is None or out.tf_type != "Mul" or len(out.inputs) != 2:
+            continue
+        x = neg.inputs[0]
+        half = graph.producer([r for r in out.inputs if r != erfc.output()][0])
+        if not _scale_is(half, 0.5) or half.inputs[0] != x or \
+                any(graph.sole_consumer(n.output()) is not m for n, m in ((neg, scaled), (scaled, erfc), (half, out))):
+            continue
+        out.type, out.tf_type, out.inputs, out.node_def = "passthrough", "Gelu", [x], None
+        out.origin = [n.name for n in (half, neg, scaled, erfc)] + list(out.origin or [out.name])
     graph.prune()
 
 
