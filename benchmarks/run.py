@@ -93,6 +93,7 @@ def main(argv) -> int:
     quick = FLAGS.quick
     logging.set_verbosity(logging.WARNING)
     started = time.time()
+    load_at_start = os.getloadavg()[0]        # other work on the machine inflates the wall times
     sections = []
     command = "python -m benchmarks.run" + (" --quick" if quick else "")
     sections.append("# Benchmarks\n\nWritten by `" + command + "`; every figure below comes from that "
@@ -141,7 +142,8 @@ def main(argv) -> int:
         sections.append(text)
     if FLAGS.update:
         stamp = f"*Section written by `{command} --suites={','.join(FLAGS.suites)} --update` on " \
-                f"{time.strftime('%Y-%m-%d')} ({time.time() - started:.0f} s).*\n"
+                f"{time.strftime('%Y-%m-%d')} ({time.time() - started:.0f} s; load average at the start " \
+                f"{load_at_start:.1f} on {os.cpu_count()} cores).*\n"
         with open(FLAGS.output) as f:
             text = update_sections(f.read(), [s.rstrip("\n") + "\n\n" + stamp for s in sections[2:]])
         text = text.replace("every figure below comes from that one run (", "every figure below comes from "
