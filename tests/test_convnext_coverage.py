@@ -1,5 +1,6 @@
 """Issue 15, ConvNeXt's ops (COVERAGE.md causes 2 and 7): Dense applied to a 4-D tensor (its
-pointwise MLP, a tf.tensordot) through both routes: int8, exact under the reference kernels."""
+pointwise MLP, a tf.tensordot) and exact GELU through both routes: int8, exact under the reference
+kernels. The QAT cases (which passed before these fixes) run with the slow suites."""
 from __future__ import annotations
 
 import keras
@@ -20,7 +21,7 @@ def pointwise_mlp():
     return keras.Model(x, keras.layers.Dense(10)(y))
 
 
-@pytest.mark.parametrize("route", ["ptq", "qat"])
+@pytest.mark.parametrize("route", ["ptq", pytest.param("qat", marks=pytest.mark.slow)])
 def test_dense_on_a_4d_tensor_is_an_int8_convolution_and_exact(route):
     """Cause 2: PTQ crashed (the tensordot's Reshape to a shape computed for another batch size);
     the Dense layers on 4-D tensors are now 1x1 convolutions with per-channel weights."""
@@ -45,7 +46,7 @@ def gelu_block():
     return keras.Model(x, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(y)))
 
 
-@pytest.mark.parametrize("route", ["ptq", "qat"])
+@pytest.mark.parametrize("route", ["ptq", pytest.param("qat", marks=pytest.mark.slow)])
 def test_gelu_is_one_int8_lookup_table_op_and_exact(route):
     """PTQ exported GELU's five TF ops (MUL, NEG, MUL, Erfc, MUL) and the converter refused Erfc;
     the importer fuses them into the table op QAT already had (core.op_rules.LOOKUP_TABLE_OPS)."""
@@ -57,3 +58,26 @@ def test_gelu_is_one_int8_lookup_table_op_and_exact(route):
     gelu, = report.ops_of_type("GELU")
     assert report.tensors[gelu.inputs[0]].dtype == report.tensors[gelu.outputs[0]].dtype == "INT8"
     _assert_exact(result, expected_tensors=4)
+
+
+def dense_on_steps():
+    """Dense layers on a [batch, steps, channels] tensor (a 1-D conv net's or a transformer's MLP)."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((12, 8))
+    y = keras.layers.Dense(16, activation="relu")(x)
+    y = keras.layers.Dense(8)(y)
+    return keras.Model(x, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling1D()(y)))
+
+
+@pytest.mark.parametrize("route", ["ptq", pytest.param("qat", marks=pytest.mark.slow)])
+def test_dense_on_a_3d_tensor_is_int8_and_exact(route):
+    """PTQ crashed here too (the layer-wise step chunked a Reshape to a shape computed for all
+    samples) and the exact MEAN lost its static sizes; each Dense is now a 1x1 CONV_2D on a
+    [batch, steps, 1, channels] view, bias and ReLU folded in."""
+    x_cal, x_test = _data((12, 8))
+    tflite, result = _route(dense_on_steps(), route, x_cal, x_test)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    if route == "ptq":
+        assert report.op_counts()["CONV_2D"] == 2 and "RELU" not in report.op_counts(), report.op_counts()
+    _assert_exact(result, expected_tensors=3)

@@ -378,36 +378,81 @@ def _const_of(graph: Graph, r: str) -> Optional[np.ndarray]:
 
 
 def _pointwise_tensordots(graph: Graph) -> None:
-    """Dense on a 4-D tensor (Keras' ConvNeXt MLP: tf.tensordot over the last axis, i.e. Shape,
-    Transpose by the identity, Reshape to 2-D, MatMul, Reshape back to [batch, h, w, units]) becomes
-    the 1x1 convolution it is: one linear op that keeps the batch axis first (the Reshapes' computed
-    shapes hold for one batch size only) and runs as an int8 CONV_2D with per-channel weights."""
+    """Dense on a 3-D or 4-D tensor (tf.tensordot over the last axis: Shape, Transpose by the
+    identity, Reshape to 2-D, MatMul, Reshape back; ConvNeXt's MLP) becomes the 1x1 convolution it
+    is: a linear op that keeps the batch axis first (the Reshapes' computed shapes hold for one batch
+    size only, and lose the static sizes) and runs as an int8 CONV_2D with per-channel weights. A
+    3-D [batch, steps, channels] input is viewed as [batch, steps, 1, channels] around it."""
+    before: dict[str, list[Node]] = {}
+    after: dict[str, list[Node]] = {}
     for m in list(graph):
         if m.type != "matmul" or m.name not in graph.nodes:
             continue
         r1, r2 = graph.producer(m.inputs[0]), graph.sole_consumer(m.output())
         if r1.type != "reshape" or r2 is None or r2.type != "reshape":
             continue
-        src, transpose = r1.inputs[0], graph.producer(r1.inputs[0])
-        if transpose.tf_type == "Transpose":
-            perm = _const_of(graph, transpose.inputs[1])
-            if perm is None or perm.tolist() != [0, 1, 2, 3]:
-                continue
-            src = transpose.inputs[0]
-        concat = graph.producer(r2.inputs[1])        # the output shape: concat(shape(x)[0:3], [units])
+        concat = graph.producer(r2.inputs[1])        # the output shape: concat(shape(x)[:-1], [units])
         gather = graph.producer(concat.inputs[0]) if concat.tf_type == "ConcatV2" else None
         if gather is None or gather.tf_type != "GatherV2":
             continue
-        shape_of = graph.producer(gather.inputs[0])
-        free = _const_of(graph, gather.inputs[1])
-        if shape_of.tf_type != "Shape" or shape_of.inputs[0] != src or free is None or free.tolist() != [0, 1, 2]:
-            continue                                 # free axes 0, 1, 2 of a rank-4 x: a 4-D Dense
+        shape_of, free = graph.producer(gather.inputs[0]), _const_of(graph, gather.inputs[1])
+        rank = None if free is None else len(free) + 1
+        if shape_of.tf_type != "Shape" or rank not in (3, 4) or free.tolist() != list(range(rank - 1)):
+            continue
+        src, transpose = r1.inputs[0], graph.producer(r1.inputs[0])
+        if transpose.tf_type == "Transpose":
+            perm = _const_of(graph, transpose.inputs[1])
+            if perm is None or perm.tolist() != list(range(rank)):
+                continue
+            src = transpose.inputs[0]
+        if shape_of.inputs[0] != src:
+            continue
+        units = m.kernel.shape[-1]
+        if rank == 3:
+            known = graph.producer(src).out_shapes
+            steps = known[split_ref(src)[1]][1] if known and known[split_ref(src)[1]].rank == 3 else None
+            if steps is None:
+                continue                             # the 4-D view needs the steps static
+            view_in = _reshape_node(graph, f"{m.name}/as_4d", src, [-1, steps, 1, m.kernel.shape[0]])
+            before[m.name] = view_in
+            graph.nodes.update((n.name, n) for n in view_in)     # placed in order at the end
+            src = view_in[-1].output()
         m.type, m.inputs = "conv2d", [src]
         m.weights["kernel"] = m.kernel.reshape(1, 1, *m.kernel.shape)
         m.attrs = {"strides": [1, 1, 1, 1], "padding": "VALID", "explicit_paddings": [], "dilations": [1, 1, 1, 1]}
-        m.out_shapes = [tf.TensorShape([None, None, None, m.kernel.shape[-1]])]
+        m.out_shapes = [tf.TensorShape([None, None, None, units])]
         graph.replace_uses(r2.output(), m.output())
+        graph.remove(r2.name)
+        if rank == 3:        # the bias and activation stay on the 4-D view (they fold into the conv)
+            tail = m
+            while True:
+                nxt = graph.sole_consumer(tail.output())
+                if nxt is None or graph.is_output(tail.output()) or nxt.type not in ("bias_add", "relu", "relu6"):
+                    break
+                nxt.out_shapes, tail = [tf.TensorShape([None, None, None, units])], nxt
+            view_out = _reshape_node(graph, f"{m.name}/as_3d", tail.output(), [-1, steps, units])
+            graph.replace_uses(tail.output(), view_out[-1].output())
+            view_out[-1].inputs[0] = tail.output()
+            after[tail.name] = view_out
+            graph.nodes.update((n.name, n) for n in view_out)
+    if before:
+        inserted = {n.name for nodes in (*before.values(), *after.values()) for n in nodes}
+        order = []
+        for n in [n for n in graph if n.name not in inserted]:
+            order += before.get(n.name, []) + [n] + after.get(n.name, [])
+        graph.nodes = {n.name: n for n in order}
     graph.prune()
+
+
+def _reshape_node(graph: Graph, name: str, x: str, shape: list) -> list[Node]:
+    """A Reshape of `x` to the constant `shape` (batch -1): its const node and itself."""
+    value = np.asarray(shape, np.int32)
+    const = Node(name=name + "/shape", type="const", inputs=[], weights={"value": value}, tf_type="Const",
+                 out_dtypes=[tf.int32], out_shapes=[tf.TensorShape(value.shape)])
+    dtype = graph.producer(x).out_dtypes[split_ref(x)[1]] if graph.producer(x).out_dtypes else tf.float32
+    node = Node(name=name, type="reshape", inputs=[x, const.output()], tf_type="Reshape",
+                out_dtypes=[dtype], out_shapes=[tf.TensorShape([None] + list(shape[1:]))])
+    return [const, node]
 
 
 def _scale_is(node: Node, value: float) -> bool:

@@ -89,8 +89,8 @@ def run_layerwise(graph: Graph, plan: QuantPlan, samples: np.ndarray, config, *,
                 ins = [env[r] for r in node.inputs]
                 if node.type == "const":
                     outs = [np.asarray(node.weights["value"])]
-                elif any(isinstance(x, np.ndarray) and x.ndim > 0 and x.shape[0] == samples.shape[0]
-                         for x in ins):
+                elif not _shape_dependent(graph, node) and \
+                        any(isinstance(x, np.ndarray) and x.ndim > 0 and x.shape[0] == samples.shape[0] for x in ins):
                     outs = _run_batched(em, node, ins, samples.shape[0], chunk)
                 else:
                     outs = [np.asarray(o) for o in em.run_node(node, [tf.constant(x) for x in ins])]
@@ -103,6 +103,15 @@ def run_layerwise(graph: Graph, plan: QuantPlan, samples: np.ndarray, config, *,
     for _ in bar_iter:
         pass
     return report
+
+
+def _shape_dependent(graph: Graph, node: Node) -> bool:
+    """A node whose result depends on the batch size it sees (Shape, or a Reshape to a shape
+    computed from one, as tf.tensordot makes for Dense on a 3-D tensor): it runs on all the
+    samples at once, so that the shapes it computes or reads agree with the tensors they shape."""
+    if node.tf_type in ("Shape", "ShapeN", "Size"):
+        return True
+    return node.type == "reshape" and graph.producer(node.inputs[1]).type != "const"
 
 
 def _run_batched(em: Emitter, node: Node, ins: list, n: int, chunk: int) -> list[np.ndarray]:
