@@ -20,6 +20,7 @@ from tfquant.core import (
     quant_params,
     quantized_add,
     quantized_avg_pool,
+    quantized_concat,
     quantized_linear,
     quantized_input,
     quantized_leaky_relu,
@@ -181,6 +182,25 @@ def test_add_mean_and_avg_pool_are_exact(seed):
         m = quantized_mean(s, [1, 2], input_range=r_sum, output_range=r_mean)
         p = quantized_avg_pool(s, (3, 3), (2, 2), padding, input_range=r_sum)
         return m, p
+
+    assert _compare(build, x, y) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_concat_of_inputs_on_other_grids_is_exact(seed):
+    """CONCATENATION of two inputs on grids of their own, one also read by a MEAN (so it cannot
+    share the concat's grid): the converter requantizes each (QUANTIZE int8 to int8)."""
+    rng, x = _case(seed)
+    y = (x * rng.uniform(0.2, 3) + rng.uniform(-1, 1)).astype(np.float32)
+    rx, ry = _range(x), _range(y)
+    r_cat = _range(np.concatenate([x, y]) * rng.uniform(0.6, 1.4))
+    r_mean = _range(np.mean(x, axis=(1, 2)))
+
+    def build(t, u):
+        a = fake_quant(t, *rx, ACT)
+        b = fake_quant(u, *ry, ACT)
+        c = quantized_concat([a, b], -1, input_ranges=[rx, ry], output_range=r_cat)
+        return c, quantized_mean(a, [1, 2], input_range=rx, output_range=r_mean)
 
     assert _compare(build, x, y) == 1.0
 

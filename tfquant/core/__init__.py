@@ -58,6 +58,7 @@ from tfquant.core.quantized_ops import (
     quantized_add,
     quantized_affine,
     quantized_avg_pool,
+    quantized_concat,
     quantized_constant,
     quantized_input,
     quantized_leaky_relu,

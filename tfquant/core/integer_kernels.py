@@ -31,6 +31,9 @@ AVERAGE_POOL_2D      sum of the raw int8 values of the window's valid elements, 
 SOFTMAX (int8)       gemmlowp fixed point: input scaled to Q5.26, exp_on_negative_values, sum in
                      Q12.19, reciprocal by Newton-Raphson (GetReciprocal), output (1/256, -128).
 QUANTIZE             float32 x / float32 scale, rounded half away from zero, + zp, clamp.
+QUANTIZE (int8 to    reference_ops::Requantize: (q - zp_in) times QuantizeMultiplier(double(s_in)
+int8: requantize)    / double(s_out)) (quantize.cc Prepare), MultiplyByQuantizedMultiplier, + zp_out,
+                     clamp. The converter puts one before a CONCATENATION input on another grid.
 MUL (int8,           (q_a - zp_a) (q_b - zp_b) in int32, times QuantizeMultiplier of the float
 broadcasting)        expression s_a * s_b / s_out (mul.cc Prepare), MultiplyByQuantizedMultiplier,
                      + zp_out, clamp to the fused activation's range. A constant operand (a
@@ -363,6 +366,16 @@ def quantize_input(x: tf.Tensor, *, scale: float, zero_point: int) -> tf.Tensor:
     v = tf.clip_by_value(round_half_away(v), -(2.0**30), 2.0**30)     # clamps below anyway
     q = tf.cast(v, tf.int64) + zero_point
     return _to_float(tf.clip_by_value(q, INT8_MIN, INT8_MAX), np.float32(scale), zero_point)
+
+
+def requantize(x: tf.Tensor, *, input_scale: float, input_zero_point: int, output_scale: float,
+               output_zero_point: int) -> tf.Tensor:
+    """QUANTIZE from int8 to int8 (reference_ops::Requantize): `x` on its grid onto another."""
+    s_in, s_out = np.float32(input_scale), np.float32(output_scale)
+    del input_zero_point                     # x is on its grid: x / s_in is q - zp_in already
+    multiplier, shift = quantize_multiplier(np.float64(s_in) / np.float64(s_out))
+    q = multiply_by_quantized_multiplier(_grid(x, s_in), multiplier, shift) + output_zero_point
+    return _to_float(tf.clip_by_value(q, INT8_MIN, INT8_MAX), s_out, output_zero_point)
 
 
 # ---- SOFTMAX: gemmlowp fixed point --------------------------------------------------------------

@@ -13,6 +13,9 @@
 - Lookup-table ops (`LOOKUP_TABLE_OPS`): int8 kernels that tabulate a float function over the
   256 input values (EXP, GELU). One entry is all an op of this family needs: QAT quantizes its
   Keras activation, PTQ its TF op, and `core.quantized_lookup_table` is its exact kernel.
+- Grid-setting readers (`GRID_SETTING_READERS`, `needs_own_fake_quant`): a same-scale op's
+  output read by an average pool, or by a concat on another grid, and by other ops gets a
+  FakeQuant of its own, or the converter gives the other readers another tensor.
 - Per-channel affines (`AFFINE_TFLITE_OPS`): y = x * scale + offset that no linear op before it
   absorbs (a batch norm after an add, a concat or the input; Rescaling; Normalization; the scaled
   residual of InceptionResNetV2) is MUL by an int8 constant onto a grid of its own, then ADD of an
@@ -73,6 +76,23 @@ SAME_SCALE_TF_TO_TFLITE: dict[str, Optional[str]] = {
 # TF ops that only move values around: their output stays on the input's integer grid.
 SAME_SCALE_TF_OPS = frozenset(tf_op for tf_op, op in SAME_SCALE_TF_TO_TFLITE.items() if keeps_input_grid(op))
 
+
+# Readers that set the grid of a same-scale op's output in the converter. Such an output (max
+# pool, pad, concat, ...) holds no FakeQuant of its own in the simulation graph, and its grid is
+# whatever the converter's propagation carries onto it. Read by several ops, one of them one of
+# these, it goes wrong for the others: AVERAGE_POOL_2D carries its output FakeQuant back onto its
+# own input only (the other readers got the float tensor, and ran in float); a CONCATENATION on
+# another grid carries its grid back onto the tensor, behind a requantizing QUANTIZE that every
+# reader then reads. A FakeQuant on the tensor's own grid right at it keeps every reader on it.
+# TFLite op -> whether the rule holds also when the reader shares the tensor's grid.
+GRID_SETTING_READERS: dict[str, bool] = {"AVERAGE_POOL_2D": True, "CONCATENATION": False}
+
+
+def needs_own_fake_quant(readers: list[tuple[Optional[str], bool]]) -> bool:
+    """Whether a same-scale op's output read by `readers` — (TFLite op, reads it on its own grid)
+    per reader — needs a FakeQuant on its grid right at it (`GRID_SETTING_READERS`)."""
+    return len(readers) > 1 and any(op in GRID_SETTING_READERS and (GRID_SETTING_READERS[op] or not same)
+                                    for op, same in readers)
 
 # The TFLite ops of a per-channel affine y = x * scale + offset that does not fold into a linear
 # op before it: MUL by the int8 constant `scale` (own calibrated grid), then ADD of the int8

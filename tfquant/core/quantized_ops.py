@@ -14,7 +14,7 @@ known when the op runs (constants, or variables read eagerly).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -236,6 +236,29 @@ def quantized_avg_pool(x, pool_size, strides, padding: str, *, input_range):
     exact = integer_kernels.avg_pool(x, tuple(pool_size), tuple(strides), padding, scale=p.scale,
                                      zero_point=int(p.zero_point))
     return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_concat(values: Sequence, axis: int, *, input_ranges: Sequence, output_range):
+    """CONCATENATION onto `output_range`, the grid TFLite's kernel needs on its inputs and output.
+    An input on another grid (`input_ranges[i]`) is requantized by the QUANTIZE (int8 to int8) the
+    converter puts before it; an input on the output's grid is copied; None: a float input (the
+    QUANTIZE from float). Each value must be on its grid."""
+    fake = fake_quant(tf.concat(list(values), axis=axis), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    po = _params(output_range, ACTIVATION)
+    parts = []
+    for v, rng in zip(values, input_ranges):
+        if rng is None:
+            parts.append(integer_kernels.quantize_input(v, scale=po.scale, zero_point=int(po.zero_point)))
+            continue
+        pi = _params(rng, ACTIVATION)
+        if float(pi.scale) == float(po.scale) and int(pi.zero_point) == int(po.zero_point):
+            parts.append(tf.cast(v, tf.float32))
+        else:
+            parts.append(integer_kernels.requantize(v, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
+                                                    output_scale=po.scale, output_zero_point=int(po.zero_point)))
+    return integer_kernels.straight_through(fake, tf.concat(parts, axis=axis))
 
 
 def quantized_softmax(logits, *, input_range=None):

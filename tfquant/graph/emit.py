@@ -48,9 +48,10 @@ from tfquant.core.op_rules import (
     apply_fused_activation,
     linear_pre_activation,
     lookup_table_op,
+    needs_own_fake_quant,
 )
 from tfquant.core.plan import QuantPlan
-from tfquant.graph.ir import SAME_SCALE_TYPES, Graph, Node, ref
+from tfquant.graph.ir import SAME_SCALE_TYPES, TFLITE_OP_OF_TYPE, Graph, Node, ref
 
 ACT_SPEC = QuantSpec.activation()
 MODES = ("float", "weights", "quant")
@@ -250,18 +251,17 @@ class Emitter:
 
     def _shared_grids_read_by_avg_pool(self) -> frozenset:
         """Outputs of same-scale ops (max pool, concat, pad, ...: no FakeQuant of their own) read by
-        an average pool and by other ops. The average pool's output FakeQuant has the same grid,
-        and the converter carries it back onto the average pool's input only: the other readers
-        would get the float tensor and run in float. A FakeQuant on the shared grid right at such
-        an output (a no-op on values already on it) gives every reader the int8 tensor."""
-        readers: dict[str, int] = {}
-        pooled = set()
+        an average pool (or a concat on another grid: never in PTQ, whose concats share their
+        inputs' grid) and by other ops (`op_rules.needs_own_fake_quant`). A FakeQuant on the
+        shared grid right at such an output (a no-op on values already on it) gives every reader
+        the int8 tensor on its grid."""
+        readers: dict[str, list] = {}
         for node in self.graph:
-            for r in node.inputs:
-                readers[r] = readers.get(r, 0) + 1
-            if node.type == "avg_pool":
-                pooled.add(node.inputs[0])
-        return frozenset(r for r in pooled if readers[r] > 1 and r in self.plan.qid and not self.plan.is_owner(r))
+            out_q = self.plan.qid.get(node.output()) if node.out_dtypes else None
+            for r in dict.fromkeys(node.inputs):      # one reader per op
+                readers.setdefault(r, []).append((TFLITE_OP_OF_TYPE.get(node.type), self.plan.qid.get(r) == out_q))
+        return frozenset(r for r, rs in readers.items()
+                         if r in self.plan.qid and not self.plan.is_owner(r) and needs_own_fake_quant(rs))
 
     # ---- the ops ----------------------------------------------------------------------
     def run_node(self, node: Node, values: Sequence) -> list:

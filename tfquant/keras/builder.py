@@ -5,11 +5,13 @@ weights copied from the float model.
 """
 from __future__ import annotations
 
+import collections
 from typing import Optional
 
 import keras
 from keras import tree
 
+from tfquant.core.op_rules import needs_own_fake_quant
 from tfquant.keras.config import QATConfig
 from tfquant.keras.layer_graph import LayerGraph
 from tfquant.keras.layers import (
@@ -29,6 +31,10 @@ from tfquant.keras.layers import (
 )
 from tfquant.keras.planner import Planner, PlannedOp
 from tfquant.keras.registry import custom_config
+
+
+# Planned kinds that become a `core.op_rules.GRID_SETTING_READERS` op.
+_GRID_SETTING_KINDS = {"avgpool": "AVERAGE_POOL_2D", "concat": "CONCATENATION"}
 
 
 class _Resolver(dict):
@@ -71,16 +77,15 @@ class Builder:
         self.values: dict[int, object] = {}
         self.names: set[str] = set()
         self.resolver = _Resolver(graph, self.values, planner.redirect)
-        # Tensors read by an average pool and by other ops: a pass-through op writing one gets a
-        # QuantSharedGrid after it (see there).
-        readers: dict[int, int] = {}
-        pooled = set()
+        # Tensors read by an average pool, or by a concat on another grid, and by other ops
+        # (`op_rules.needs_own_fake_quant`): a pass-through op writing one gets a QuantSharedGrid.
+        readers: dict[int, list] = collections.defaultdict(list)
         for q in planner.qops:
-            for t in set(q.inputs):
-                readers[t] = readers.get(t, 0) + 1
-            if q.kind == "avgpool":
-                pooled.update(q.inputs)
-        self._pooled_and_shared = {t for t in pooled if readers[t] > 1}
+            for t in dict.fromkeys(q.inputs):          # one reader per op
+                i = q.inputs.index(t)
+                same = q.kind == "concat" and i < len(q.shared_inputs) and q.shared_inputs[i]
+                readers[t].append((_GRID_SETTING_KINDS.get(q.kind), same))
+        self._own_grid = {t for t, r in readers.items() if needs_own_fake_quant(r)}
 
     def unique(self, name: str) -> str:
         base, n = name, 1
@@ -172,6 +177,6 @@ class Builder:
         else:  # pragma: no cover - the planner emits only the kinds above
             raise AssertionError(kind)
         for t, v in zip(q.outputs, tree.flatten(y)):
-            if kind == "passthrough" and t in self._pooled_and_shared:
+            if kind == "passthrough" and t in self._own_grid:
                 v = QuantSharedGrid(name=self.unique(f"{q.name}_grid"))(v)
             self.values[t] = v

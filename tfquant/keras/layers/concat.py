@@ -5,7 +5,7 @@ layers) are `shared`: their producer (built with `shared_output=True`) skips its
 and the concat fake-quantizes the concatenation — so the moving-average range sees the float
 values of every input, and on device each producer writes straight onto the concat's grid (no
 requantize op). Other inputs keep their own grid; the converter inserts a requantizing QUANTIZE
-for them (the simulation's FakeQuant after the concat models it, to rounding).
+(int8 to int8) for them, which the exact simulation emulates (`core.quantized_concat`).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from tfquant.core.quantized_ops import quantized_concat
 from tfquant.keras.errors import WiringError
 from tfquant.keras.layers.base import QuantLayer, _Ref, producer_of
 from tfquant.keras.quantizers import ActivationQuantizer, deserialize, serialize
@@ -52,7 +53,13 @@ class QuantConcatenate(QuantLayer):
         return tuple(out)
 
     def call(self, inputs, training=None):
-        return self._quantize_output(tf.concat(list(inputs), axis=self.axis), training)
+        inputs = list(inputs)
+
+        def exact(output_range):
+            ranges = [None if self.input_quantizer(i) is None else self.input_range(i) for i in range(len(inputs))]
+            return quantized_concat(inputs, self.axis, input_ranges=ranges, output_range=output_range)
+
+        return self._quantize_output(tf.concat(inputs, axis=self.axis), training, exact=exact)
 
     def get_config(self):
         config = super().get_config()
