@@ -49,3 +49,7 @@ class PlanKeyError(TFQuantError, KeyError):
 
     def __str__(self) -> str:          # KeyError would print the message quoted
         return str(self.args[0]) if self.args else ""
+
+
+class Interrupted(TFQuantError, KeyboardInterrupt):
+    """The user pressed Ctrl-C during a long step (also a KeyboardInterrupt)."""
