@@ -265,7 +265,7 @@ def test_adaround_compiles_once_per_kind_of_layer(calibration):
     adaround._CACHE.clear()
     graph = prepared(ptq_models.keras3_model(softmax=False))
     plan = _plan(graph, per_channel=True, bits=4)
-    config = CONFIG.replace(adaround_iterations=400)
+    config = CONFIG.replace(adaround_iterations=400, adaround_lr=0.05)
     report = run_layerwise(graph, plan, calibration[:32], config, bias_correction=False, adaround=True)
     shapes = {graph[name].kernel.shape for name in report.adaround}
     assert len(shapes) >= 4 and len(adaround._CACHE) < len(shapes)
