@@ -9,6 +9,7 @@ from tfquant.core import QuantPlan, QuantSpec, quant_params, simulation_mode
 from tfquant.errors import (
     DataError,
     ExportError,
+    Interrupted,
     ModelFileError,
     RangeError,
     SpecError,
@@ -19,7 +20,7 @@ from tfquant.keras import QATConfig, calibrate, quantize_model
 from tfquant.ptq import PTQConfig, PTQResult, ptq   # the function shadows the package name
 
 __all__ = [
-    "DataError", "ExportError", "ModelFileError", "PTQConfig", "PTQResult", "QATConfig", "QuantPlan", "QuantSpec",
+    "DataError", "ExportError", "Interrupted", "ModelFileError", "PTQConfig", "PTQResult", "QATConfig", "QuantPlan", "QuantSpec",
     "RangeError", "SpecError", "TFQuantError", "calibrate", "inspect", "ptq", "quant_params",
     "quantize_model", "simulation_mode", "to_tflite", "verify",
 ]

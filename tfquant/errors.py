@@ -53,3 +53,7 @@ class PlanKeyError(TFQuantError, KeyError):
 
 class KernelAbortError(TFQuantError, RuntimeError):
     """Inputs on which a TFLite kernel would abort the process (a LiteRT assertion), refused first."""
+
+
+class Interrupted(TFQuantError, KeyboardInterrupt):
+    """The user pressed Ctrl-C during a long step (also a KeyboardInterrupt)."""

@@ -3,6 +3,7 @@ equalization equalizes, absorption is exact where the ReLU never clips, bias cor
 each layer's mean shift, AdaRound beats round-to-nearest."""
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import ptq_models
 from ptq_models import first_output, rel_error, signature_fn
@@ -225,3 +226,76 @@ def test_adaround_default_iterations_reconstruct_better_than_a_short_run(calibra
     for name in short:
         assert default[name] <= short[name] * 1.05, (name, short[name], default[name])
     assert sum(default.values()) < 0.95 * sum(short.values()), (short, default)
+
+
+def test_adaround_beats_round_to_nearest_on_held_out_layer_output(calibration, evaluation):
+    """The stem's learned 4-bit (per-tensor) kernel against round-to-nearest, measured
+    independently of AdaRound's own loss: the layer's output through the real convolution
+    (linear_op, stride 2, SAME padding) on whole held-out images (measured: 0.94 of nearest's MSE)."""
+    from tfquant.core.op_rules import linear_forward
+    from tfquant.graph import linear_op
+    from tfquant.ptq.adaround import adaround_layer
+
+    graph = prepared(ptq_models.keras3_model(softmax=False))
+    plan = _plan(graph, per_channel=False, bits=4)
+    stem = graph.linear_nodes()[0]
+    assert stem.type == "conv2d" and stem.kernel.shape[:2] == (3, 3)
+    op, bias = linear_op(stem), tf.constant(stem.bias)
+
+    def out(x, kernel):
+        return np.asarray(linear_forward(op, tf.constant(x), tf.constant(kernel), bias, stem.activation))
+
+    lo, hi = plan.weight_ranges[stem.name]
+    spec = plan.weight_specs[stem.name]
+    learned, result = adaround_layer(stem, calibration, out(calibration, stem.kernel), spec, lo, hi,
+                                     CONFIG.replace(adaround_iterations=300), np.random.default_rng(0))
+    nearest = quantized_kernel(stem, plan)
+    target = out(evaluation, stem.kernel)
+    mse_learned = np.mean((out(evaluation, learned) - target) ** 2)
+    mse_nearest = np.mean((out(evaluation, nearest) - target) ** 2)
+    assert result.flipped > 0.01
+    assert mse_learned < 0.97 * mse_nearest, (mse_learned, mse_nearest)
+
+
+def test_adaround_compiles_once_per_kind_of_layer(calibration):
+    """Layers of different shapes share one trace of the compiled step (no retracing), and the
+    rounding converges (every h(V) at 0 or 1) so that the loop stops early."""
+    from tfquant.ptq import adaround
+
+    adaround._CACHE.clear()
+    graph = prepared(ptq_models.keras3_model(softmax=False))
+    plan = _plan(graph, per_channel=True, bits=4)
+    config = CONFIG.replace(adaround_iterations=400, adaround_lr=0.05)
+    report = run_layerwise(graph, plan, calibration[:32], config, bias_correction=False, adaround=True)
+    shapes = {graph[name].kernel.shape for name in report.adaround}
+    assert len(shapes) >= 4 and len(adaround._CACHE) < len(shapes)
+    assert all(fn.traces == 2 for fn in adaround._CACHE.values())     # one chunk trace, one loss trace
+    assert any(r.iterations < 400 and r.soft <= 1e-3 for r in report.adaround.values()), report.adaround
+
+
+def test_adaround_honours_ctrl_c_within_a_second(calibration):
+    """Ctrl-C during a long optimisation ends it between compiled chunks with tfquant.Interrupted."""
+    import _thread
+    import signal
+    import threading
+    import time
+
+    import tfquant
+    from tfquant.ptq.adaround import adaround_layer
+
+    graph = prepared(ptq_models.keras3_model(softmax=False))
+    plan = _plan(graph, per_channel=True)
+    node = graph.linear_nodes()[0]
+    lo, hi = plan.weight_ranges[node.name]
+    target = np.asarray(tf.nn.relu6(tf.nn.conv2d(calibration, node.kernel, 2, "SAME") + node.bias))
+    sent = []
+    timer = threading.Timer(2.0, lambda: (sent.append(time.perf_counter()), _thread.interrupt_main(signal.SIGINT)))
+    timer.start()
+    try:
+        with pytest.raises(tfquant.Interrupted, match="Ctrl-C"):
+            adaround_layer(node, calibration, target, plan.weight_specs[node.name], lo, hi,
+                           CONFIG.replace(adaround_iterations=10**7, adaround_converged=None),
+                           np.random.default_rng(0))
+    finally:
+        timer.cancel()
+    assert sent and time.perf_counter() - sent[0] < 1.0

@@ -12,61 +12,84 @@ fractional part of W / s (W~ = W at the start). V minimises
 
 where x is the layer's float input, x^ its input in the model whose preceding layers are already
 quantized, f_a the layer's activation; beta is annealed from 20 to 2 (cosine) after a warm start
-(20% of the iterations) without the regulariser; Adam, learning rate 1e-3, lambda 0.01 (AIMET's
-defaults). Finally each weight rounds up where h(V) >= 0.5 (V >= 0).
+without the regulariser; Adam, lambda 0.01 (AIMET's defaults). Finally each weight rounds up
+where h(V) >= 0.5 (V >= 0).
 
-1x1 convolutions with stride 1 and dense layers are optimised on random rows (pixels) rather
-than whole images: the same objective, much cheaper.
+Every layer is optimised on output *pixels* (rows): each output pixel of a convolution depends
+only on its input window, so a bounded pool of random output pixels is drawn once per layer with
+the input windows they read (im2col; a 1x1 convolution or a dense layer: the input pixel itself),
+and each step is a matmul (a multiply-and-sum for depthwise) on a random batch of the pool: the
+same objective as on whole images, without convolution backprops. The optimisation runs in
+compiled chunks (one `tf.function` per kind of layer, traced once for every shape), returns to Python between chunks (Ctrl-C is honoured there: `tfquant.Interrupted`)
+and stops early once every h(V) is exactly 0 or 1 (then neither term has a gradient left: the
+rounding cannot change any more).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import time
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from tfquant.core import QuantSpec
-from tfquant.core.weight_grid import kernel_scale, on_grid, split_on_grid
 from tfquant.core.op_rules import linear_forward
-from tfquant.graph import Node, node_kernel_on_grid, linear_op
+from tfquant.core.weight_grid import kernel_scale, on_grid, split_on_grid
+from tfquant.errors import Interrupted
+from tfquant.graph import Node, node_kernel_on_grid
 
 GAMMA, ZETA = -0.1, 1.1
+POOL_BYTES = 256 << 20      # a layer's pool of (input window, target) rows, at most
+POOL_ROWS = 16384
+BATCH_BYTES = 4 << 20       # the rows one step gathers, at most (a 5x5 depthwise: ~100 rows)
+CHUNK_SECONDS = 0.25        # a compiled chunk of steps returns to Python about this often
 
 
 @dataclasses.dataclass
 class AdaRoundResult:
     name: str
-    iterations: int
-    loss_nearest: float        # reconstruction MSE of round-to-nearest on the layer's data
+    iterations: int            # steps run (fewer than configured when the rounding converged)
+    loss_nearest: float        # reconstruction MSE of round-to-nearest on the layer's pool of rows
     loss_adaround: float       # ... of the learned rounding
     flipped: float             # fraction of weights rounded away from the nearest value
+    soft: float = 0.0          # fraction of h(V) strictly between 0 and 1 at the end
+    seconds: float = 0.0       # wall time of the layer (pool, optimisation, evaluation)
 
 
-def _rows_form(node: Node) -> bool:
-    """Whether the layer is a per-pixel matmul (1x1 conv, stride 1, or a dense layer)."""
+def _pixel_rows(node: Node) -> bool:
+    """Whether every input pixel is one output pixel's whole input (1x1 conv, stride 1; dense)."""
     if node.type == "matmul":
         return True
-    if node.type != "conv2d":
-        return False
     k = node.kernel
-    return k.shape[0] == 1 and k.shape[1] == 1 and list(node.attrs["strides"]) == [1, 1, 1, 1] \
+    return node.type == "conv2d" and k.shape[0] == 1 and k.shape[1] == 1 \
+        and list(node.attrs["strides"]) == [1, 1, 1, 1] and list(node.attrs["dilations"]) == [1, 1, 1, 1] \
         and node.attrs.get("padding") in ("SAME", "VALID")
 
 
-def _patches(node: Node, x: np.ndarray, target: np.ndarray, config, rng: np.random.Generator):
-    """Random output patches of a conv / depthwise layer with the input windows they read.
+def layer_rows(node: Node, x: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+               max_rows: int = POOL_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """A pool of random output pixels of `node`: (their inputs, their targets).
 
-    The input is padded once as the layer pads it (TF "SAME": the extra row / column after);
-    an output patch [i0, i0 + p) then reads padded input rows [i0 * s, (i0 + p - 1) * s + k_eff)
-    through a VALID convolution, exactly what the layer computes there. Returns (inputs,
-    targets, op) with op the VALID version of the layer."""
+    Inputs are [R, K] (K = kh * kw * Cin: the input window, flattened as the kernel) for
+    convolutions and dense layers, [R, kh * kw, C] for depthwise; targets [R, Cout]. The input
+    is padded as the layer pads it (TF "SAME": the extra row / column after)."""
+    cout = target.shape[-1]
+    if _pixel_rows(node):
+        xs, ts = x.reshape(-1, x.shape[-1]), target.reshape(-1, cout)
+        cap = int(min(max_rows, max(1, POOL_BYTES // (4 * (xs.shape[1] + cout)))))
+        if xs.shape[0] > cap:
+            pick = np.sort(rng.choice(xs.shape[0], cap, replace=False))
+            xs, ts = xs[pick], ts[pick]
+        return np.ascontiguousarray(xs, np.float32), np.ascontiguousarray(ts, np.float32)
     a = node.attrs
     kh, kw = node.kernel.shape[:2]
     sh, sw = a["strides"][1:3]
     dh, dw = a["dilations"][1:3]
     keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    n, h, w = x.shape[:3]
+    n, h, w, cin = x.shape
     oh, ow = target.shape[1:3]
     if a["padding"] == "SAME":
         ph, pw = max((oh - 1) * sh + keh - h, 0), max((ow - 1) * sw + kew - w, 0)
@@ -77,28 +100,111 @@ def _patches(node: Node, x: np.ndarray, target: np.ndarray, config, rng: np.rand
     else:
         pads = [[0, 0]] * 4
     xp = np.pad(x, pads)
-    p = min(config.adaround_patch, oh, ow)
-    in_h, in_w = (p - 1) * sh + keh, (p - 1) * sw + kew
-    positions = (oh - p + 1) * (ow - p + 1)
-    patch_bytes = 4 * (in_h * in_w * x.shape[3] + p * p * target.shape[3])
-    count = int(min(n * positions, max(n, min(2048, (256 << 20) // patch_bytes))))
-    if count >= n * positions:      # every window: take them all
-        img, i0, j0 = (a.reshape(-1) for a in np.meshgrid(np.arange(n), np.arange(oh - p + 1),
-                                                          np.arange(ow - p + 1), indexing="ij"))
+    total = n * oh * ow
+    cap = int(min(max_rows, total, max(1, POOL_BYTES // (4 * (kh * kw * cin + cout)))))
+    flat = np.arange(total) if cap >= total else np.sort(rng.choice(total, cap, replace=False))
+    b, i, j = np.unravel_index(flat, (n, oh, ow))
+    rows = (i * sh)[:, None, None] + dh * np.arange(kh)[None, :, None]
+    cols = (j * sw)[:, None, None] + dw * np.arange(kw)[None, None, :]
+    windows = xp[b[:, None, None], rows, cols]            # [R, kh, kw, Cin]
+    ts = target[b, i, j]
+    if node.type == "depthwise":
+        xs = windows.reshape(len(flat), kh * kw, cin)
     else:
-        img = rng.integers(0, n, count)
-        i0 = rng.integers(0, oh - p + 1, count)
-        j0 = rng.integers(0, ow - p + 1, count)
-    xs = np.stack([xp[b, i * sh:i * sh + in_h, j * sw:j * sw + in_w] for b, i, j in zip(img, i0, j0)])
-    ts = np.stack([target[b, i:i + p, j:j + p] for b, i, j in zip(img, i0, j0)])
-    valid = node.clone()
-    valid.attrs["padding"] = "VALID"
-    valid.attrs["explicit_paddings"] = []
-    return xs, ts, linear_op(valid)
+        xs = windows.reshape(len(flat), kh * kw * cin)
+    return np.ascontiguousarray(xs, np.float32), np.ascontiguousarray(ts, np.float32)
 
 
 def _h(v):
     return tf.clip_by_value(tf.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def _forward(depthwise: bool, activation) -> Callable:
+    """f_a(rows . kernel + b) on rows from `layer_rows` (core's linear_forward). The kernel comes
+    as [K, Cout] (convolutions, dense) or [kh * kw, C, M] (depthwise), so that one trace serves
+    every layer shape."""
+    if depthwise:
+        def op(x, k):       # y[r, c, m] = sum over the window of x[r, t, c] * k[t, c, m]
+            y = tf.reduce_sum(x[:, :, :, None] * k[None], axis=1)
+            return tf.reshape(y, (tf.shape(x)[0], -1))
+    else:
+        op = tf.matmul
+    return lambda x, k, b: linear_forward(op, x, k, b, activation)
+
+
+class _Compiled:
+    """The compiled training chunk and loss of one kind of layer (see `compiled`)."""
+
+    def __init__(self, depthwise: bool, activation, spec: QuantSpec, batch: int, gather: bool):
+        fwd = _forward(depthwise, activation)
+        self.traces = 0
+
+        def recon(xb, tb, kernel, bias):
+            return tf.reduce_mean(tf.reduce_sum(tf.square(fwd(xb, kernel, bias) - tb), axis=-1))
+
+        def chunk(v, m, u, xs, ts, floor, s, bias, start, count, hp, seed):
+            """`count` Adam steps from step `start`; hp = [iterations, warm, lr, reg, beta0, beta1]."""
+            self.traces += 1      # Python side effect: runs once per trace
+            iters, warm, lr, reg, beta_start, beta_end = (hp[k] for k in range(6))
+            n = tf.shape(xs)[0]
+
+            def body(i, v, m, u):
+                it = tf.cast(start + i, tf.float32)
+                progress = tf.maximum(it - warm, 0.0) / tf.maximum(iters - warm, 1.0)
+                beta = beta_end + 0.5 * (beta_start - beta_end) * (1.0 + tf.cos(progress * math.pi))
+                reg_weight = tf.where(it < warm, 0.0, reg)
+                if gather:
+                    idx = tf.random.stateless_uniform([batch], tf.stack([seed, start + i]), 0, n, tf.int32)
+                    xb, tb = tf.gather(xs, idx), tf.gather(ts, idx)
+                else:
+                    xb, tb = xs, ts
+                with tf.GradientTape() as tape:
+                    tape.watch(v)
+                    h = _h(v)
+                    loss = recon(xb, tb, on_grid(floor + h, s, spec), bias) + \
+                        reg_weight * tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
+                g = tape.gradient(loss, v)
+                m = 0.9 * m + 0.1 * g
+                u = 0.999 * u + 0.001 * tf.square(g)
+                t = it + 1.0
+                v = v - lr * (m / (1.0 - tf.pow(0.9, t))) / (tf.sqrt(u / (1.0 - tf.pow(0.999, t))) + 1e-8)
+                return i + 1, v, m, u
+
+            _, v, m, u = tf.while_loop(lambda i, *_: i < count, body, (tf.constant(0), v, m, u))
+            h = _h(v)
+            soft = tf.reduce_mean(tf.cast((h > 0.0) & (h < 1.0), tf.float32))
+            return v, m, u, soft
+
+        def loss(xs, ts, kernel, bias):
+            self.traces += 1
+            return recon(xs, ts, kernel, bias)
+
+        rank = 3 if depthwise else 2
+        k_spec = tf.TensorSpec([None] * rank, tf.float32)
+        x_spec = tf.TensorSpec([None] * rank, tf.float32)
+        t_spec = tf.TensorSpec([None, None], tf.float32)
+        b_spec = tf.TensorSpec([None], tf.float32)
+        i_spec = tf.TensorSpec([], tf.int32)
+        # Shapes left open: one trace for every layer of this kind. Not XLA: on 2 CPU cores it
+        # compiled each shape in 2-6 s for steps 1.5-3x faster, more than it saved at a few
+        # hundred steps per layer. functools.partial: TF's retracing warning counts the traces
+        # of one Python function's code across every tf.function made from it.
+        self.chunk = tf.function(functools.partial(chunk), input_signature=[
+            k_spec, k_spec, k_spec, x_spec, t_spec, k_spec, k_spec, b_spec, i_spec, i_spec,
+            tf.TensorSpec([6], tf.float32), i_spec])
+        self.loss = tf.function(functools.partial(loss), input_signature=[x_spec, t_spec, k_spec, b_spec])
+
+
+_CACHE: dict[tuple, _Compiled] = {}
+
+
+def compiled(depthwise: bool, activation, spec: QuantSpec, batch: int, gather: bool) -> _Compiled:
+    """The compiled steps for a kind of layer (depthwise or not, activation, weight grid, batch
+    rows, whether steps sample the pool): layers of any shape share its one trace."""
+    key = (depthwise, activation, spec.qmin, spec.qmax, batch, gather)
+    if key not in _CACHE:
+        _CACHE[key] = _Compiled(depthwise, activation, spec, batch, gather)
+    return _CACHE[key]
 
 
 def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: QuantSpec, lo, hi, config,
@@ -106,91 +212,67 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
     """Learned on-grid kernel for `node`, and how it compares with round-to-nearest.
 
     x_quant: the layer's input in the partly quantized model [N, ...]; target: the float
-    layer's activation output f_a(W x + b) [N, ..., C]."""
-    s = kernel_scale(lo, hi, spec, node.kernel.shape, depthwise=node.type == "depthwise")
+    layer's activation output f_a(W x + b) [N, ..., C]. Raises `tfquant.Interrupted` on Ctrl-C."""
+    started = time.perf_counter()
+    try:
+        return _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started)
+    except KeyboardInterrupt as e:
+        if isinstance(e, Interrupted):
+            raise
+        raise Interrupted(f"AdaRound interrupted (Ctrl-C) at layer {node.name!r}; the model is not "
+                          "quantized.") from None
+
+
+def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started):
+    depthwise = node.type == "depthwise"
     w = node.kernel.astype(np.float32)
+    if node.type == "conv2d" and w.shape[2] != x_quant.shape[-1]:     # grouped: round to nearest
+        nearest = np.asarray(node_kernel_on_grid(node, tf.constant(w), lo, hi, spec))
+        return nearest, AdaRoundResult(node.name, 0, 0.0, 0.0, 0.0, 0.0, time.perf_counter() - started)
+    s = kernel_scale(lo, hi, spec, node.kernel.shape, depthwise=depthwise)
     w_floor, rest = split_on_grid(w, s)
     v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
 
-    rows = _rows_form(node)
-    if rows:
-        cin = w.shape[-2]
-        xs = x_quant.reshape(-1, cin)
-        ts = target.reshape(-1, target.shape[-1])
-        shape2d = (cin, w.shape[-1])
-
-        def op(x, k):
-            return tf.matmul(x, tf.reshape(k, shape2d))
-        batch = min(config.adaround_rows, xs.shape[0])
-    else:
-        xs, ts, op = _patches(node, x_quant, target, config, rng)
-        batch = min(config.adaround_batch_size, xs.shape[0])
-
-    s_t, floor_t, b_t = tf.constant(s), tf.constant(w_floor, tf.float32), tf.constant(bias)
-    v = tf.Variable(v0.astype(np.float32))
-    m = tf.Variable(tf.zeros_like(v))
-    u = tf.Variable(tf.zeros_like(v))
-    t_var = tf.Variable(0.0)
-    lr = config.adaround_learning_rate
-    b1, b2, eps = 0.9, 0.999, 1e-8
-
-    def recon(xb, tb, kernel):
-        y = linear_forward(op, xb, kernel, b_t, node.activation)
-        return tf.reduce_mean(tf.reduce_sum(tf.square(y - tb), axis=-1))
+    xs, ts = layer_rows(node, x_quant, target, rng)
+    row_bytes = 4 * (int(np.prod(xs.shape[1:])) + ts.shape[1])
+    batch = int(min(config.adaround_rows, max(64, BATCH_BYTES // row_bytes)))
+    gather = xs.shape[0] > batch
+    fn = compiled(depthwise, node.activation, spec, batch, gather)
+    shape = (w.shape[0] * w.shape[1], w.shape[2], w.shape[3]) if depthwise else (-1, w.shape[-1])
+    s = np.broadcast_to(s, w.shape).reshape(shape)        # the kernel as the compiled op takes it
+    w_floor, v0 = w_floor.reshape(shape), v0.reshape(shape)
 
     iters = config.adaround_iterations
     warm = int(config.adaround_warm_start * iters)
     beta_start, beta_end = (float(b) for b in config.adaround_beta)
-    n = xs.shape[0]
+    hp = tf.constant([iters, warm, config.adaround_learning_rate, config.adaround_reg, beta_start, beta_end],
+                     tf.float32)
+    seed = tf.constant(int(rng.integers(0, 2**31 - 1)), tf.int32)
     xs_t, ts_t = tf.constant(xs), tf.constant(ts)
-    gen = tf.random.Generator.from_seed(int(rng.integers(0, 2**31 - 1)))
-
-    def step(it):
-        # beta: constant during the warm start (no regulariser), then cosine from start to end
-        progress = tf.maximum(tf.cast(it - warm, tf.float32), 0.0) / float(max(iters - warm, 1))
-        beta = beta_end + 0.5 * (beta_start - beta_end) * (1.0 + tf.cos(progress * math.pi))
-        reg_weight = tf.where(it < warm, 0.0, float(config.adaround_reg))
-        if n > batch:
-            idx = gen.uniform([batch], 0, n, dtype=tf.int32)
-            xb, tb = tf.gather(xs_t, idx), tf.gather(ts_t, idx)
-        else:
-            xb, tb = xs_t, ts_t
-        with tf.GradientTape() as tape:
-            h = _h(v)
-            rec = recon(xb, tb, on_grid(floor_t + h, s_t, spec))
-            reg = tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
-            loss = rec + reg_weight * reg
-        g = tape.gradient(loss, v)
-        t_var.assign_add(1.0)
-        m.assign(b1 * m + (1 - b1) * g)
-        u.assign(b2 * u + (1 - b2) * tf.square(g))
-        m_hat = m / (1 - tf.pow(b1, t_var))
-        u_hat = u / (1 - tf.pow(b2, t_var))
-        v.assign_sub(lr * m_hat / (tf.sqrt(u_hat) + eps))
-
-    @tf.function
-    def train():
-        for it in tf.range(iters):
-            step(it)
-
-    train()
+    s_t, floor_t, b_t = tf.constant(s), tf.constant(w_floor, tf.float32), tf.constant(bias)
+    v = tf.constant(v0.astype(np.float32))
+    m = u = tf.zeros_like(v)
+    tol = config.adaround_converged
+    done, count, soft = 0, min(25, iters), 1.0
+    while done < iters:
+        t0 = time.perf_counter()
+        v, m, u, soft_t = fn.chunk(v, m, u, xs_t, ts_t, floor_t, s_t, b_t, tf.constant(done, tf.int32),
+                                   tf.constant(count, tf.int32), hp, seed)
+        soft = float(soft_t)                         # also waits for the chunk: Ctrl-C lands here
+        per_step = (time.perf_counter() - t0) / count
+        done += count
+        if tol is not None and done > warm and soft <= tol:
+            break
+        count = int(min(iters - done, max(10, CHUNK_SECONDS / max(per_step, 1e-6))))
 
     up = (v.numpy() >= 0.0).astype(np.float32)
-    learned = on_grid(w_floor + up, s, spec)
+    learned = on_grid(w_floor + up, s, spec).reshape(w.shape)
     nearest = np.asarray(node_kernel_on_grid(node, tf.constant(w), lo, hi, spec))   # core's rounding
-
-    def full_loss(kernel):
-        total, count = 0.0, 0
-        k = tf.constant(kernel)
-        for start in range(0, n, max(batch, 256)):
-            xb, tb = xs_t[start:start + max(batch, 256)], ts_t[start:start + max(batch, 256)]
-            total += float(recon(xb, tb, k)) * int(xb.shape[0])
-            count += int(xb.shape[0])
-        return total / max(count, 1)
-
-    loss_n, loss_a = full_loss(nearest), full_loss(learned)
+    loss_n = float(fn.loss(xs_t, ts_t, tf.constant(nearest.reshape(shape)), b_t))
+    loss_a = float(fn.loss(xs_t, ts_t, tf.constant(learned.reshape(shape)), b_t))
     if loss_a > loss_n:           # never worse than round-to-nearest on the layer's own data
         learned, loss_a = nearest, loss_n
-    flipped = float(np.mean(np.abs(learned - nearest) > 0.5 * s))
-    return learned, AdaRoundResult(node.name, iters, loss_n, loss_a, flipped)
+    flipped = float(np.mean(np.abs(learned - nearest) > 0.5 * s.reshape(w.shape)))
+    return learned, AdaRoundResult(node.name, done, loss_n, loss_a, flipped, soft,
+                                   time.perf_counter() - started)

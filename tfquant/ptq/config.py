@@ -78,9 +78,15 @@ class PTQConfig:
         EfficientNet-Lite0 (per-channel, 64 images) 200 left the stem's reconstruction error
         4x and the logits' 6x above what 1,000 reach; top-1 agreement 95.6 % against 96.9 %
         (BENCHMARKS.md), the whole pipeline 2.5 minutes against 9 on 2 cores.
-      adaround_rows: rows (pixels) per step for 1x1 convolutions and dense layers.
-      adaround_patch: other convolutions are optimised on random patch x patch output windows
-        (adaround_batch_size of them per step) with the input windows they read.
+        The learning rate's upper bound is 5e-2 (at 1e-2, 200 steps left a third of the
+        rounding variables soft on EfficientNet-Lite0).
+      adaround_rows: rows (output pixels with their input windows) per step, at most (a 5x5
+        depthwise layer with many channels gets fewer: a step gathers at most 4 MB).
+      adaround_batch_size / adaround_patch: no longer used (every layer is optimised on pixels).
+      adaround_converged: stop a layer once at most this fraction of its rounding variables is
+        soft (h(V) strictly between 0 and 1; then nothing is left to learn); None: never.
+      adaround_max_weights: layers with more weights keep round-to-nearest (None: no limit),
+        a time budget knob (on EfficientNet-Lite0 the head and logits take a fifth of the time).
       max_calibration_samples: samples read from the calibration source (streamed); None reads
         up to DEFAULT_MAX_CALIBRATION_SAMPLES. A source holding fewer than a number given here
         is warned about.
@@ -122,6 +128,8 @@ class PTQConfig:
     adaround_reg: float = 0.01
     adaround_beta: tuple[float, float] = (20.0, 2.0)
     adaround_warm_start: float = 0.2
+    adaround_converged: Optional[float] = 1e-3
+    adaround_max_weights: Optional[int] = None
     max_calibration_samples: Optional[int] = None
     layerwise_samples: int = 64
     batch_size: int = 16

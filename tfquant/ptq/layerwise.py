@@ -83,6 +83,8 @@ def run_layerwise(graph: Graph, plan: QuantPlan, samples: np.ndarray, config, *,
             y_f, y_q = _linear_step(node, env_f[node.inputs[0]], env_q[node.inputs[0]], plan, config,
                                     bias_correction, adaround, rng, report, chunk, quantize_activations)
             env_f[node.output()], env_q[node.output()] = y_f, y_q
+            if hasattr(bar, "set_postfix_str"):      # tqdm: which layer, beside the ETA
+                bar.set_postfix_str(node.name[-40:], refresh=False)
             next(bar_iter, None)
         else:
             for env, em in ((env_f, float_em), (env_q, quant_em)):
@@ -132,7 +134,8 @@ def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, 
     kernel = tf.constant(node.kernel)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
     pre_f = _apply(lambda x: linear_pre_activation(op, x, kernel, bias), [x_f], chunk)
-    if adaround:
+    limit = config.adaround_max_weights
+    if adaround and plan.weights_quantized(node.name) and (limit is None or node.kernel.size <= limit):
         spec = plan.weight_specs[node.name]
         lo, hi = plan.weight_ranges[node.name]
         target = np.asarray(act(pre_f)) if node.activation else pre_f
