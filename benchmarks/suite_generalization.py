@@ -39,6 +39,12 @@ TFQUANT_ROUTES = [
     ("tfquant default pipeline per-tensor", dict(per_channel=False)),
     ("tfquant data-free (per-channel)", dict(per_channel=True, data_free=True,
                                              input_range=INPUT_RANGE)),
+    # reconstruction (issue 13): bias correction then AdaRound, 200 iterations (CLE before AdaRound
+    # measured worse on Lite0)
+    ("tfquant bias correction + AdaRound per-channel", dict(per_channel=True, steps=("bias_correction", "adaround"),
+                                                           adaround_iterations=200, adaround_lr=0.01)),
+    ("tfquant bias correction + AdaRound per-tensor", dict(per_channel=False, steps=("bias_correction", "adaround"),
+                                                          adaround_iterations=200, adaround_lr=0.01)),
 ]
 COLUMNS = ["route", "agreement", "agreement_ci", "sqnr_db", "sqnr_ci", "exact", "latency_ms",
            "size_kb", "quant_seconds", "total_seconds", "note"]
