@@ -79,7 +79,7 @@ class PTQConfig:
         4x and the logits' 6x above what 1,000 reach; top-1 agreement 95.6 % against 96.9 %
         (BENCHMARKS.md), the whole pipeline 2.5 minutes against 9 on 2 cores.
         Without adaround_lr the learning rate is 10 / iterations within [1e-3, 1e-2] (a bound
-        of 5e-2 hardened the rounding sooner but measured worse: Lite0 88.3 % against 96.1 %).
+        of 5e-2 hardened the rounding sooner but measured worse on Lite0).
       adaround_rows: rows (output pixels with their input windows) per step, at most (a 5x5
         depthwise layer with many channels gets fewer: a step gathers at most 4 MB).
       adaround_batch_size / adaround_patch: no longer used (every layer is optimised on pixels).
