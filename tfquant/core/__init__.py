@@ -66,5 +66,7 @@ from tfquant.core.quantized_ops import (
     quantized_lookup_table,
     quantized_mean,
     quantized_mul,
+    quantized_rsqrt,
     quantized_softmax,
+    quantized_squared_difference,
 )

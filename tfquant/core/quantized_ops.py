@@ -147,6 +147,29 @@ def quantized_mul(a, b, *, a_range, b_range, output_range, activation: Optional[
     return integer_kernels.straight_through(fake, exact)
 
 
+def quantized_squared_difference(a, b, *, a_range, b_range, output_range):
+    """SQUARED_DIFFERENCE (a - b)^2 of two tensors on their grids (broadcasting), onto the output grid."""
+    fake = fake_quant(tf.math.squared_difference(a, b), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pa, pb, po = (_params(r, ACTIVATION) for r in (a_range, b_range, output_range))
+    exact = integer_kernels.squared_difference(
+        a, b, a_scale=pa.scale, a_zero_point=int(pa.zero_point), b_scale=pb.scale,
+        b_zero_point=int(pb.zero_point), output_scale=po.scale, output_zero_point=int(po.zero_point))
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_rsqrt(x, *, input_range, output_range):
+    """RSQRT of a tensor on its grid (non-negative reals), onto its own output grid."""
+    fake = fake_quant(tf.math.rsqrt(x), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
+    exact = integer_kernels.rsqrt(x, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
+                                  output_scale=po.scale, output_zero_point=int(po.zero_point))
+    return integer_kernels.straight_through(fake, exact)
+
+
 def quantized_constant(value):
     """(value on its int8 grid, its range): a constant operand of MUL / ADD
     (`op_rules.constant_operand_range`); the converter stores it as an int8 tensor."""
