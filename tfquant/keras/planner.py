@@ -226,7 +226,7 @@ class Planner:
         if cls is L.LayerNormalization:   # the converter's MEAN, SQUARED_DIFFERENCE, ... RSQRT, MUL, ADD
             problem = layer_norm_problem(layer)
             if problem:
-                return self.float_op(op, problem, "normalize over the last axis only.")
+                return self.float_op(op, problem, f"normalize over the last axis only, or {HOW_TO_REGISTER}.")
             self.qops.append(PlannedOp("layer_norm", op, op.inputs, op.outputs, op.name))
             return self.report(op, "quantized", op.name)
         scale = scaled_add_scale(layer)
