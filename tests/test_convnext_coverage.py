@@ -1,9 +1,11 @@
 """Issue 15, ConvNeXt's ops (COVERAGE.md causes 2 and 7): Dense applied to a 4-D tensor (its
-pointwise MLP, a tf.tensordot) and exact GELU through both routes: int8, exact under the reference
-kernels. The QAT cases (which passed before these fixes) run with the slow suites."""
+pointwise MLP, a tf.tensordot), exact GELU and LayerNormalization through both routes: int8,
+exact under the reference kernels. The QAT cases of the Dense and GELU tests (which passed
+before those fixes) run with the slow suites."""
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 
 import tfquant
@@ -81,3 +83,42 @@ def test_dense_on_a_3d_tensor_is_int8_and_exact(route):
     if route == "ptq":
         assert report.op_counts()["CONV_2D"] == 2 and "RELU" not in report.op_counts(), report.op_counts()
     _assert_exact(result, expected_tensors=3)
+
+
+def layer_norm_block(epsilon: float = 1e-6):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(16, 3, padding="same")(x)
+    y = keras.layers.Activation("gelu")(y)
+    norm = keras.layers.LayerNormalization(epsilon=epsilon)         # ConvNeXt's, axis -1
+    y = norm(y)
+    y = keras.layers.Conv2D(8, 1)(y)
+    model = keras.Model(x, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(y)))
+    rng = np.random.default_rng(1)     # trained-looking gamma / beta (ones / zeros would drop the MUL)
+    norm.set_weights([rng.uniform(0.5, 1.5, 16).astype(np.float32), rng.normal(0, 0.3, 16).astype(np.float32)])
+    return model
+
+
+LAYER_NORM_OPS = {"MEAN": 3, "SQUARED_DIFFERENCE": 1, "RSQRT": 1, "NEG": 1, "MUL": 3, "ADD": 3}
+
+
+@pytest.mark.parametrize("route", ["ptq", "qat"])
+def test_layer_norm_is_the_converters_int8_ops_and_exact(route):
+    """Cause 7: QAT left LayerNormalization float; PTQ's SQUARED_DIFFERENCE and RSQRT were float
+    math + FakeQuant in the simulation (1-3 LSB). Both routes now export the converter's ops
+    (core.op_rules.LAYER_NORM_STEPS), int8 but for the NEG the converter keeps float too, and
+    predict every integer (core.integer_kernels.squared_difference / rsqrt)."""
+    x_cal, x_test = _data()
+    model = layer_norm_block()
+    tflite, result = _route(model, route, x_cal, x_test)
+    report = tfquant.inspect(tflite)
+    assert [op.op for op in report.float_ops] == ["NEG"]
+    if route == "ptq":                 # the converter's own PTQ keeps the same NEG float
+        from benchmarks.peers.converter_ptq import converter_ptq
+        assert [op.op for op in tfquant.inspect(converter_ptq(model, x_cal)).float_ops] == ["NEG"]
+    counts = report.op_counts()
+    assert {op: counts.get(op, 0) for op in LAYER_NORM_OPS} == LAYER_NORM_OPS, counts
+    for op in ("SQUARED_DIFFERENCE", "RSQRT"):
+        node, = report.ops_of_type(op)
+        assert {report.tensors[i].dtype for i in node.inputs + node.outputs} == {"INT8"}
+    _assert_exact(result, expected_tensors=12 if route == "ptq" else 7)   # QAT: one per Keras layer

@@ -27,7 +27,9 @@ from tfquant.core import (
     quantized_logistic,
     quantized_mean,
     quantized_mul,
+    quantized_rsqrt,
     quantized_softmax,
+    quantized_squared_difference,
     simulation_mode,
 )
 from tfquant.core import integer_kernels
@@ -427,3 +429,68 @@ def test_ties_in_mul_and_logistic():
     assert _compare(build, x, y) == 1.0
     products = (np.round(x * 32) * np.round(y * 64)).astype(np.int64)
     assert np.any((products > 0) & (products % 8 == 4)) and np.any((products < 0) & (products % 8 == 4))  # both signs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_squared_difference_is_exact(seed):
+    """LayerNormalization's (x - mean)^2: x [N, H, W, C] against its mean [N, H, W, 1] (broadcast),
+    and two same-shaped tensors, on random grids."""
+    rng, x = _case(seed)
+    y = rng.normal(0, rng.uniform(0.5, 2), x.shape).astype(np.float32)
+    m = x.mean(-1, keepdims=True)
+    rx, ry, rm = _range(x), _range(y), _range(m)
+    r_xm = _range((x - m) ** 2 * rng.uniform(0.6, 1.0))
+    r_xy = _range((x - y) ** 2 * rng.uniform(0.6, 1.0))
+
+    def build(t, u, v):
+        a, b, c = fake_quant(t, *rx, ACT), fake_quant(u, *ry, ACT), fake_quant(v, *rm, ACT)
+        return (quantized_squared_difference(a, c, a_range=rx, b_range=rm, output_range=r_xm),
+                quantized_squared_difference(a, b, a_range=rx, b_range=ry, output_range=r_xy))
+
+    assert _compare(build, x, y, m) == 1.0
+
+
+def test_ties_in_squared_difference():
+    """Scales 2^-5 and 2^-6 rescale exactly (multipliers 1/2, 1/4 of (q - zp) << 7); the square
+    (32 (2 q_a - q_b))^2 onto 2^-7 is (2 q_a - q_b)^2 / 8, a tie whenever 2 q_a - q_b = 2 mod 4,
+    which the kernel rounds up (half away from zero; half to even would differ)."""
+    rng = np.random.default_rng(11)
+    x = _grid_values(rng, (16, 6, 6, 4), -20, 20)
+    y = _grid_values(rng, (16, 6, 6, 4), -20, 20, scale=1 / 64)
+    y_range = (-1.0, 191 / 64)                                           # scale 2^-6
+    out_range = (0.0, 255 / 128)                                         # scale 2^-7, zero point -128
+
+    def build(t, u):
+        a, b = fake_quant(t, *IN_RANGE, ACT), fake_quant(u, *y_range, ACT)
+        return quantized_squared_difference(a, b, a_range=IN_RANGE, b_range=y_range, output_range=out_range)
+
+    assert _compare(build, x, y) == 1.0
+    d = np.round(x * 64).astype(np.int64) - np.round(y * 64).astype(np.int64)     # 2 q_a - q_b
+    assert np.sum(d % 4 == 2) > 50
+
+
+@pytest.mark.parametrize("in_hi, out_range", [(255 / 64, (0.0, 4.0)), (1e-3, (0.0, 300.0)),
+                                              (37.0, (0.0, 2.5)), (7.85455, (0.0, 1.7234))])
+def test_rsqrt_is_exact_on_every_input(in_hi, out_range):
+    """RSQRT's int8 kernel is a function of its 256 inputs: every one of them (the zero point
+    included, which the kernel maps to 127), at power-of-two and arbitrary scales. The kernel's
+    Newton-Raphson in fixed point differs from a table of float 1 / sqrt(x) (LUTPopulate) at an
+    input of the first case."""
+    scale = in_hi / 255
+    x = (np.arange(256, dtype=np.float64) * scale).astype(np.float32).reshape(1, 16, 16, 1)
+    x = np.concatenate([x, x[:, ::-1]], 0)
+
+    def build(t):
+        a = fake_quant(t, 0.0, in_hi, ACT)
+        return quantized_rsqrt(a, input_range=(0.0, in_hi), output_range=out_range)
+
+    assert _compare(build, x) == 1.0
+    pi, po = quant_params(0.0, in_hi, ACT), quant_params(*out_range, ACT)
+    params = dict(input_scale=float(pi.scale), input_zero_point=int(pi.zero_point),
+                  output_scale=float(po.scale), output_zero_point=int(po.zero_point))
+    table = integer_kernels.rsqrt_table(**params)
+    float_table = integer_kernels.lookup_table(lambda v: np.float32(1) / np.sqrt(np.maximum(v, np.float32(1e-30))),
+                                               **params)
+    assert table[int(pi.zero_point) + 128] == 127                      # q == zp: 127
+    if in_hi == 255 / 64:
+        assert np.sum(table != float_table) >= 1

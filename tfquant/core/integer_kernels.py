@@ -43,6 +43,13 @@ LOGISTIC (int8)      the LUTPopulate table of float32 1 / (1 + exp(-x)) onto (1/
 LEAKY_RELU (int8)    (q - zp_in) times QuantizeMultiplier(s_in / s_out) where it is >= 0, else
                      times QuantizeMultiplier(s_in * alpha / s_out), both computed in float
                      (activations.cc LeakyReluPrepare); MultiplyByQuantizedMultiplier, + zp_out.
+SQUARED_DIFFERENCE   squared_difference.cc: (q - zp) << 7, each scaled by s_i / (2 max(s_a, s_b)),
+(int8)               the difference squared in int32, scaled by (2 max)^2 / (2^14 s_out); double
+                     rounding throughout (MultiplyByQuantizedMultiplierSmallerThanOneExp).
+RSQRT (int8)         elementwise.cc RsqrtEvalQuantizedInt8: GetInvSqrtQuantizedMultiplierExp of
+                     q - zp_in (gemmlowp Newton-Raphson in Q3.28), applied to 1 << 20, then
+                     requantized by QuantizeMultiplier(1 / (sqrt(s_in) s_out)) >> 20; q == zp_in
+                     gives 127. A function of the int8 input only: a 256-entry table here.
 EXP, GELU, ...       a 256-entry table (LUTPopulate): round_half_away(f(s_in (q - zp_in)) *
 (lookup tables)      (1 / s_out)) + zp_out, clamped, all in float32 (`core.op_rules.LOOKUP_TABLE_OPS`).
 ===================  ==========================================================================
@@ -102,6 +109,8 @@ _MODE: contextvars.ContextVar[str] = contextvars.ContextVar("tfquant_simulation_
 
 INT8_MIN, INT8_MAX = -128, 127
 ADD_LEFT_SHIFT = 20                       # add.cc: left_shift for 8-bit inputs
+SQUARED_DIFFERENCE_LEFT_SHIFT = 7         # squared_difference.cc: left_shift for int8 inputs
+RSQRT_SHIFT = 20                          # elementwise.cc RsqrtEvalQuantizedInt8: kShift
 SOFTMAX_OUTPUT_SCALE, SOFTMAX_OUTPUT_ZERO_POINT = 1.0 / 256.0, -128
 LOGISTIC_OUTPUT_SCALE, LOGISTIC_OUTPUT_ZERO_POINT = 1.0 / 256.0, -128
 STE_OP_NAME = "exact_ste"                 # the straight-through op of every exact-mode result
@@ -268,6 +277,78 @@ def mul(a: tf.Tensor, b: tf.Tensor, *, a_scale: float, a_zero_point: int, b_scal
     q = multiply_by_quantized_multiplier(product, multiplier, shift) + output_zero_point
     lo, hi = activation_bounds(activation, s_out, output_zero_point)
     return _to_float(tf.clip_by_value(q, lo, hi), s_out, output_zero_point)
+
+
+def squared_difference(a: tf.Tensor, b: tf.Tensor, *, a_scale: float, a_zero_point: int, b_scale: float,
+                       b_zero_point: int, output_scale: float, output_zero_point: int) -> tf.Tensor:
+    """SQUARED_DIFFERENCE (int8, broadcasting), squared_difference.cc: both inputs (q - zp) << 7
+    rescaled onto 2 max(s_a, s_b) (the larger by exactly 1/2), the int32 difference squared, then
+    scaled by (2 max)^2 / (2^14 s_out). Multipliers in double from the float32 scales (the
+    factor 2 and 2^14 times s_out in float, as Prepare computes them). `a`, `b` on their grids."""
+    s_a, s_b, s_out = np.float32(a_scale), np.float32(b_scale), np.float32(output_scale)
+    shift = SQUARED_DIFFERENCE_LEFT_SHIFT
+    twice_max = np.float64(np.float32(2) * max(s_a, s_b))
+    m_a, sh_a = quantize_multiplier(np.float64(s_a) / twice_max)
+    m_b, sh_b = quantize_multiplier(np.float64(s_b) / twice_max)
+    m_o, sh_o = quantize_multiplier((twice_max * twice_max) / np.float64(np.float32(1 << (2 * shift)) * s_out))
+    del a_zero_point, b_zero_point           # on their grids: x / s is q - zp already
+    da = multiply_by_quantized_multiplier(_grid(a, s_a) * (1 << shift), m_a, sh_a)
+    db = multiply_by_quantized_multiplier(_grid(b, s_b) * (1 << shift), m_b, sh_b)
+    diff = da - db                                                            # |.| < 2^15
+    q = multiply_by_quantized_multiplier(diff * diff, m_o, sh_o) + output_zero_point
+    return _to_float(tf.clip_by_value(q, INT8_MIN, INT8_MAX), s_out, output_zero_point)
+
+
+def _inv_sqrt_quantized_multiplier_exp(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """common.h GetInvSqrtQuantizedMultiplierExp(value, reverse_shift=-1) for int32 values >= 0
+    (numpy in, numpy out): (multiplier, left shift) with multiplier * 2^(shift - 31) ~ 1 / sqrt(value).
+    Values <= 1 give (INT32_MAX, 0), as the kernel does."""
+    v = np.asarray(value, np.int64)
+    small = v <= 1
+    v = np.where(small, 2, v)
+    shift = np.full(v.shape, 11, np.int64)
+    while np.any(v >= 1 << 29):                                               # input /= 4
+        big = v >= 1 << 29
+        v, shift = np.where(big, v // 4, v), np.where(big, shift + 1, shift)
+    clz = 32 - np.array([int(u).bit_length() for u in v.reshape(-1)], np.int64).reshape(v.shape)
+    pairs = (clz - 1) // 2 - 1                                                # left_shift_bit_pairs
+    shift = shift - pairs
+    v = v << (2 * pairs)                                                      # in [2^27, 2^29)
+    half_input = rounding_divide_by_pot(v >> 1, 1)                            # F3, SaturatingRoundingMultiplyByPOT<-1>
+    half_three = (1 << 28) + (1 << 27)                                        # 1.5 in F3
+    x = tf.fill(v.shape, tf.constant(1 << 28, tf.int64))                      # F3::One()
+    for _ in range(5):                                                        # Newton-Raphson
+        x3 = saturating_left_shift(saturating_rounding_doubling_high_mul(
+            saturating_rounding_doubling_high_mul(x, x), x), 6)               # Rescale<3>(x * x * x)
+        x = saturating_left_shift(wrap_int32(saturating_rounding_doubling_high_mul(half_three, x)
+                                             - saturating_rounding_doubling_high_mul(half_input, x3)), 3)
+    x = saturating_rounding_doubling_high_mul(x, 1518500250).numpy()         # * sqrt(2) / 2 (F0)
+    x = np.where(shift < 0, ((x << np.maximum(-shift, 0)) + 2**31) % 2**32 - 2**31, x)   # <<= -shift, int32
+    shift = -np.maximum(shift, 0)                                             # * reverse_shift
+    return np.where(small, INT32_MAX, x), np.where(small, 0, shift)
+
+
+def rsqrt_table(*, input_scale: float, input_zero_point: int, output_scale: float,
+                output_zero_point: int) -> np.ndarray:
+    """RSQRT (int8), RsqrtEvalQuantizedInt8, as its 256 outputs indexed by q + 128. Inputs below
+    the zero point (negative reals) make the kernel fail; they are given 127 here, like q == zp."""
+    s_in, s_out = np.float32(input_scale), np.float32(output_scale)
+    multiplier, shift = quantize_multiplier(np.float64(1.0) / np.float64(np.sqrt(s_in) * s_out))
+    value = np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int64) - input_zero_point
+    with tf.init_scope():                    # a table of constants, also while a graph is traced
+        inv, inv_shift = _inv_sqrt_quantized_multiplier_exp(np.maximum(value, 1))
+        data = multiply_by_quantized_multiplier(tf.ones_like(value), inv, inv_shift + RSQRT_SHIFT)
+        out = multiply_by_quantized_multiplier(data, multiplier, shift - RSQRT_SHIFT).numpy() + output_zero_point
+    out = np.where(value <= 0, INT8_MAX, out)
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int64)
+
+
+def rsqrt(x: tf.Tensor, *, input_scale: float, input_zero_point: int, output_scale: float,
+          output_zero_point: int) -> tf.Tensor:
+    """RSQRT (int8) of `x` on its grid onto the output grid (`rsqrt_table`)."""
+    params = dict(input_scale=float(input_scale), input_zero_point=int(input_zero_point),
+                  output_scale=float(output_scale), output_zero_point=int(output_zero_point))
+    return apply_lookup_table(x, rsqrt_table(**params), **params)
 
 
 def logistic_table(x: np.ndarray) -> np.ndarray:

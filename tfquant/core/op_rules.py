@@ -22,6 +22,9 @@
   int8 constant onto the output grid (with the fused ReLU / ReLU6), as the converter emits it. A
   constant operand is int8 per tensor, asymmetric, over its values and zero
   (`constant_operand_range`); an all-zero offset leaves the ADD out, a scale of one the MUL.
+- Element-wise ops with grids of their own (`ELEMENTWISE_TF_TO_TFLITE`: SQUARED_DIFFERENCE,
+  RSQRT), ops both tools keep float (`FLOAT_TF_TO_TFLITE`: NEG), and LayerNormalization's
+  decomposition into them (`LAYER_NORM_STEPS`), which QAT builds and PTQ imports.
 """
 from __future__ import annotations
 
@@ -117,6 +120,33 @@ def affine_parts(scale, offset) -> tuple[bool, bool]:
     has_mul = scale is not None and not np.all(np.asarray(scale) == 1.0)
     has_add = offset is not None and bool(np.any(np.asarray(offset) != 0.0))
     return has_mul, has_add
+
+
+# Element-wise int8 ops with an output grid of their own (calibrated) and an exact kernel in
+# `core.integer_kernels`, by TF op: what LayerNormalization's moments and normalizer lower to.
+ELEMENTWISE_TF_TO_TFLITE: dict[str, str] = {"SquaredDifference": "SQUARED_DIFFERENCE", "Rsqrt": "RSQRT"}
+# TF ops both routes leave float, as the converter does: NEG (LiteRT's int8 NEG negates the raw
+# integers and ignores the quantization parameters; the converter gives it no int8 rule). A float
+# op between int8 tensors is DEQUANTIZE -> op -> QUANTIZE on the device.
+FLOAT_TF_TO_TFLITE: dict[str, str] = {"Neg": "NEG"}
+
+# Keras 3 LayerNormalization (axis -1, not rms_scaling), as the TF backend traces it and the
+# converter lowers it: (name, TFLite op, inputs) in order. Every output but NEG's is int8 on a grid
+# of its own; "gamma" / "beta" are int8 constants (`constant_operand_range`, the affine's MUL / ADD
+# of `AFFINE_TFLITE_OPS`), "epsilon" a scalar one. QAT builds these ops, PTQ imports them.
+LAYER_NORM_STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("mean", "MEAN", ("x",)),
+    ("squared_difference", "SQUARED_DIFFERENCE", ("x", "mean")),
+    ("variance", "MEAN", ("squared_difference",)),
+    ("variance_epsilon", "ADD", ("variance", "epsilon")),
+    ("rsqrt", "RSQRT", ("variance_epsilon",)),
+    ("inv", "MUL", ("rsqrt", "gamma")),
+    ("neg_mean", "NEG", ("mean",)),
+    ("neg_mean_inv", "MUL", ("neg_mean", "inv")),
+    ("offset", "ADD", ("neg_mean_inv", "beta")),
+    ("x_inv", "MUL", ("x", "inv")),
+    ("output", "ADD", ("x_inv", "offset")),
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ known when the op runs (constants, or variables read eagerly).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +22,7 @@ import tensorflow as tf
 from tfquant.core import integer_kernels
 from tfquant.core.fake_quant import fake_quant, fake_quant_bias, fake_quant_kernel, quant_scale
 from tfquant.core.op_rules import (
+    LAYER_NORM_STEPS,
     LOGISTIC_RANGE,
     SOFTMAX_RANGE,
     LookupTableOp,
@@ -144,6 +145,29 @@ def quantized_mul(a, b, *, a_range, b_range, output_range, activation: Optional[
     exact = integer_kernels.mul(a, b, a_scale=pa.scale, a_zero_point=int(pa.zero_point), b_scale=pb.scale,
                                 b_zero_point=int(pb.zero_point), output_scale=po.scale,
                                 output_zero_point=int(po.zero_point), activation=activation)
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_squared_difference(a, b, *, a_range, b_range, output_range):
+    """SQUARED_DIFFERENCE (a - b)^2 of two tensors on their grids (broadcasting), onto the output grid."""
+    fake = fake_quant(tf.math.squared_difference(a, b), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pa, pb, po = (_params(r, ACTIVATION) for r in (a_range, b_range, output_range))
+    exact = integer_kernels.squared_difference(
+        a, b, a_scale=pa.scale, a_zero_point=int(pa.zero_point), b_scale=pb.scale,
+        b_zero_point=int(pb.zero_point), output_scale=po.scale, output_zero_point=int(po.zero_point))
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_rsqrt(x, *, input_range, output_range):
+    """RSQRT of a tensor on its grid (non-negative reals), onto its own output grid."""
+    fake = fake_quant(tf.math.rsqrt(x), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
+    exact = integer_kernels.rsqrt(x, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
+                                  output_scale=po.scale, output_zero_point=int(po.zero_point))
     return integer_kernels.straight_through(fake, exact)
 
 
@@ -270,3 +294,59 @@ def quantized_softmax(logits, *, input_range=None):
     p = _params(input_range, ACTIVATION)
     exact = integer_kernels.softmax(logits, input_scale=p.scale, input_zero_point=int(p.zero_point))
     return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_layer_norm(x, gamma, beta, epsilon: float, *, input_range, ranges: Mapping[str, tuple],
+                         quantize: Optional[Callable] = None):
+    """LayerNormalization over the last axis as the TFLite ops of `op_rules.LAYER_NORM_STEPS`:
+    each step's output on its grid `ranges[name]` (NEG's float output QUANTIZEd onto its own).
+    `gamma` / `beta` (None: the layer has none; the step is left out) and `epsilon` are int8
+    constant operands (`quantized_constant`). `x` must be on its grid.
+
+    `quantize(name, value)`: how the fake-quant graph puts a step's float output on its grid
+    (QAT's quantizers, which observe and train their ranges); default `fake_quant` with `ranges`.
+    In "exact" mode without a `quantize` hook every step is its reference kernel's integers.
+
+        y = quantized_layer_norm(x, gamma, beta, 1e-6, input_range=(-3, 4), ranges=plan_ranges)
+    """
+    exact = is_exact() and quantize is None
+    if quantize is None:
+        quantize = lambda name, v: fake_quant(v, *ranges[name], ACTIVATION)   # noqa: E731
+    constants = {"epsilon": np.float32(epsilon), "gamma": gamma, "beta": beta}
+    values, grids = {"x": x}, {"x": input_range}
+    for name, op, inputs in LAYER_NORM_STEPS:
+        const = next((c for c in inputs if c in constants), None)
+        if const is not None and constants[const] is None:       # no gamma / beta: no MUL / ADD
+            values[name], grids[name] = values[inputs[0]], grids[inputs[0]]
+            continue
+        args, arg_ranges = [], []
+        for i in inputs:
+            if i in constants:
+                c, c_range = quantized_constant(constants[i])
+                args.append(c)
+                arg_ranges.append(c_range)
+            else:
+                args.append(values[i])
+                arg_ranges.append(grids[i])
+        out_range = ranges.get(name) if exact else None
+        if op == "MEAN":
+            y = quantized_mean(args[0], [-1], input_range=arg_ranges[0], output_range=out_range, keepdims=True) \
+                if exact else quantize(name, tf.reduce_mean(args[0], axis=-1, keepdims=True))
+        elif op == "SQUARED_DIFFERENCE":
+            y = quantized_squared_difference(args[0], args[1], a_range=arg_ranges[0], b_range=arg_ranges[1],
+                                             output_range=out_range) if exact else \
+                quantize(name, tf.math.squared_difference(args[0], tf.stop_gradient(args[1])))
+        elif op == "RSQRT":
+            y = quantized_rsqrt(args[0], input_range=arg_ranges[0], output_range=out_range) if exact else \
+                quantize(name, tf.math.rsqrt(args[0]))
+        elif op in ("ADD", "MUL"):
+            fn = quantized_add if op == "ADD" else quantized_mul
+            y = fn(args[0], args[1], a_range=arg_ranges[0], b_range=arg_ranges[1], output_range=out_range) \
+                if exact else quantize(name, args[0] + args[1] if op == "ADD" else args[0] * args[1])
+        elif op == "NEG":                       # float on the device: DEQUANTIZE, NEG, QUANTIZE
+            y = quantized_input(-args[0], input_range=out_range) if exact else quantize(name, -args[0])
+        else:  # pragma: no cover - LAYER_NORM_STEPS holds only the ops above
+            raise AssertionError(op)
+        values[name] = y
+        grids[name] = ranges.get(name) if exact else None
+    return values["output"]

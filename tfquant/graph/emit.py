@@ -7,7 +7,7 @@
 
 Every quantized op is built from `tfquant.core.quantized_ops` (quantized_input, quantized_linear,
 quantized_add, quantized_mul, quantized_logistic, quantized_mean, quantized_avg_pool,
-quantized_softmax), so the fake-quant graph is what the TFLite converter lowers to int8 kernels and the "exact" one predicts their integers.
+quantized_softmax, quantized_squared_difference, quantized_rsqrt), so the fake-quant graph is what the TFLite converter lowers to int8 kernels and the "exact" one predicts their integers.
 Ops that TFLite requires to keep their input's scale (pad, pooling, reshape, concat, ...) share
 their input's quantizer; ops the IR does not know are emitted untouched from their NodeDef and
 their float outputs get a quantizer of their own.
@@ -38,10 +38,13 @@ from tfquant.core import (
     quantized_lookup_table,
     quantized_mean,
     quantized_mul,
+    quantized_rsqrt,
     quantized_softmax,
+    quantized_squared_difference,
     simulation_mode,
 )
 from tfquant.core.op_rules import (
+    ELEMENTWISE_TF_TO_TFLITE,
     FIXED_RANGE_TF_OPS,
     SAME_SCALE_TF_OPS,
     affine_parts,
@@ -337,6 +340,13 @@ class Emitter:
             return [quantized_mul(values[0], values[1], a_range=self.plan.range_of(node.inputs[0]),
                                   b_range=self.plan.range_of(node.inputs[1]),
                                   output_range=self.plan.range_of(node.output()))]
+        if t == "passthrough" and ELEMENTWISE_TF_TO_TFLITE.get(node.tf_type) and self._int8(node, *node.inputs) \
+                and self.plan.is_owner(node.output()):
+            ranges = dict(output_range=self.plan.range_of(node.output()))
+            if node.tf_type == "SquaredDifference":
+                return [quantized_squared_difference(values[0], values[1], a_range=self.plan.range_of(node.inputs[0]),
+                                                     b_range=self.plan.range_of(node.inputs[1]), **ranges)]
+            return [quantized_rsqrt(values[0], input_range=self.plan.range_of(node.inputs[0]), **ranges)]
         if t == "passthrough" and node.tf_type == "Sigmoid" and self._int8(node, node.inputs[0]):
             return [quantized_logistic(values[0], input_range=self.plan.range_of(node.inputs[0]))]
         table_op = lookup_table_op(tf_op=node.tf_type) if t == "passthrough" else None

@@ -25,6 +25,7 @@ from tfquant.keras.layers import (
     QuantGlobalAveragePooling,
     QuantizeInput,
     QuantizeWrapper,
+    QuantLayerNorm,
     QuantMultiply,
     QuantResize,
     QuantScaledAdd,
@@ -137,6 +138,10 @@ class Builder:
         elif kind == "affine":
             ql = QuantAffine(layer=_clone(layer), activation=q.activation, activation_quantizer=aq,
                              shared_output=q.shared_output, name=name)
+            y = ql(self._in(q))
+            _copy_weights(ql.layer, layer)
+        elif kind == "layer_norm":
+            ql = QuantLayerNorm(layer=_clone(layer), activation_quantizer=aq, name=name)
             y = ql(self._in(q))
             _copy_weights(ql.layer, layer)
         elif kind == "scaled_add":

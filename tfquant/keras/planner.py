@@ -20,6 +20,7 @@ from tfquant.keras.layer_graph import LayerCall, LayerGraph
 from tfquant.keras.layers.activation import FIXED_RANGE, supported_activations
 from tfquant.keras.layers.affine import AFFINE_LAYERS, affine_problem, scaled_add_scale
 from tfquant.keras.layers.conv import KINDS as CONV_KINDS
+from tfquant.keras.layers.layer_norm import layer_norm_problem
 from tfquant.keras.layers.resize import NearestUpSampling
 from tfquant.keras.registry import custom_config, is_passthrough
 from tfquant.keras.report import LayerReport
@@ -32,7 +33,7 @@ HOW_TO_REGISTER = ("register a QuantizeConfig for its class (tfquant.keras.regis
 
 @dataclasses.dataclass
 class PlannedOp:
-    kind: str        # input conv add sub mul affine scaled_add concat avgpool gap resize act custom passthrough float
+    kind: str        # input conv add sub mul affine scaled_add layer_norm concat avgpool gap resize act custom passthrough float
     op: Optional[LayerCall]
     inputs: list[int]
     outputs: list[int]
@@ -221,6 +222,12 @@ class Planner:
             q = PlannedOp("affine", op, op.inputs, op.outputs, op.name)
             self.fuse_activation(q)
             self.qops.append(q)
+            return self.report(op, "quantized", op.name)
+        if cls is L.LayerNormalization:   # the converter's MEAN, SQUARED_DIFFERENCE, ... RSQRT, MUL, ADD
+            problem = layer_norm_problem(layer)
+            if problem:
+                return self.float_op(op, problem, f"normalize over the last axis only, or {HOW_TO_REGISTER}.")
+            self.qops.append(PlannedOp("layer_norm", op, op.inputs, op.outputs, op.name))
             return self.report(op, "quantized", op.name)
         scale = scaled_add_scale(layer)
         if scale is not None and len(op.inputs) == 2:    # InceptionResNetV2's a + b * scale

@@ -6,6 +6,7 @@ from tfquant.keras.layers.base import QuantLayer
 from tfquant.keras.layers.concat import QuantConcatenate
 from tfquant.keras.layers.conv import QuantConv
 from tfquant.keras.layers.input import QuantizeInput
+from tfquant.keras.layers.layer_norm import QuantLayerNorm
 from tfquant.keras.layers.multiply import QuantMultiply
 from tfquant.keras.layers.pooling import QuantAveragePooling, QuantGlobalAveragePooling, QuantSharedGrid
 from tfquant.keras.layers.resize import QuantResize
@@ -13,5 +14,5 @@ from tfquant.keras.layers.wrapper import QuantizeWrapper
 
 __all__ = ["QuantLayer", "QuantConv", "QuantizeInput", "QuantAdd", "QuantAffine", "QuantScaledAdd", "QuantMultiply",
            "QuantConcatenate", "QuantAveragePooling", "QuantGlobalAveragePooling", "QuantSharedGrid", "QuantResize",
-           "QuantActivation",
+           "QuantActivation", "QuantLayerNorm",
            "QuantizeWrapper"]
