@@ -15,6 +15,10 @@ _BN_NAMES = ("one BN-folding formula for QAT and PTQ (core.bn_folding): a conv w
 CHANGED: dict[str, str] = {name: _BN_NAMES for name in (
     "qat_convnet_w8", "qat_sequence_net_w8", "qat_decoder_net_w8", "qat_gating_net_w8", "qat_nested_net_w8",
     "qat_convnet_w4", "fmnist_qat_w8a8", "fmnist_qat_w4a8")}
+CHANGED["ptq_keras3_adaround"] = (
+    "AdaRound optimises every layer on sampled output pixels (ptq/adaround.py, issue 13: one "
+    "compiled step per kind of layer instead of convolution backprops on patches); the learned "
+    "rounding of this recipe's 50 iterations moves (weights and the scales that follow them).")
 
 
 @pytest.fixture(scope="module")
