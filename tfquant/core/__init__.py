@@ -42,6 +42,7 @@ from tfquant.core.op_rules import (
     AFFINE_TFLITE_OPS,
     FIXED_OUTPUT_RANGES,
     FUSED_ACTIVATIONS,
+    HARD_SWISH_TFLITE_OP,
     LOOKUP_TABLE_OPS,
     LookupTableOp,
     LOGISTIC_RANGE,
@@ -50,6 +51,7 @@ from tfquant.core.op_rules import (
     affine_parts,
     apply_fused_activation,
     constant_operand_range,
+    hard_swish,
     lookup_table_op,
 )
 from tfquant.core.integer_kernels import get_simulation_mode, simulation_mode
@@ -59,6 +61,7 @@ from tfquant.core.quantized_ops import (
     quantized_affine,
     quantized_avg_pool,
     quantized_constant,
+    quantized_hard_swish,
     quantized_input,
     quantized_leaky_relu,
     quantized_linear,

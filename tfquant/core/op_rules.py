@@ -19,6 +19,12 @@
   int8 constant onto the output grid (with the fused ReLU / ReLU6), as the converter emits it. A
   constant operand is int8 per tensor, asymmetric, over its values and zero
   (`constant_operand_range`); an all-zero offset leaves the ADD out, a scale of one the MUL.
+- Hard-swish (`HARD_SWISH_TFLITE_OP`): x * relu6(x + 3) / 6 in float (`hard_swish`, what Keras'
+  hard_silu traces to) is fused by the converter into one int8 HARD_SWISH, its output on a grid of
+  its own, its input on its producer's; the reference kernel is int16 fixed point
+  (`core.integer_kernels.hard_swish`). Hard-sigmoid relu6(x + 3) / 6 has no TFLite op of its own:
+  it is ADD of 3 with the fused RELU6 (into a linear op's bias when that op's output has no other
+  reader) then MUL by the constant 1/6, both int8 (the affine rule above).
 """
 from __future__ import annotations
 
@@ -97,6 +103,17 @@ def affine_parts(scale, offset) -> tuple[bool, bool]:
     has_mul = scale is not None and not np.all(np.asarray(scale) == 1.0)
     has_add = offset is not None and bool(np.any(np.asarray(offset) != 0.0))
     return has_mul, has_add
+
+
+# Hard-swish: the float pattern and the one int8 TFLite op the converter makes of it.
+HARD_SWISH_TFLITE_OP = "HARD_SWISH"
+HARD_SWISH_OFFSET = 3.0                             # relu6(x + 3) ...
+HARD_SWISH_SCALE = float(np.float32(1.0) / np.float32(6.0))   # ... * (1 / 6): float32, as the converter matches it
+
+
+def hard_swish(x):
+    """x * relu6(x + 3) / 6, in the TF ops the converter fuses into HARD_SWISH (Keras' hard_silu)."""
+    return x * (tf.nn.relu6(x + tf.constant(HARD_SWISH_OFFSET, x.dtype)) / tf.constant(6.0, x.dtype))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ from tfquant.graph import (
     assign_quantizers,
     build_function,
     fuse_activations,
+    fuse_hard_swish,
     load_graph,
     split_affines,
 )
@@ -305,6 +306,7 @@ def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None,
     steps = config.active_steps
     report.folded_bn = len(fold_batch_norms(graph))
     report.unfolded_bn = unfolded_batch_norms(graph)
+    fuse_hard_swish(graph)        # x * relu6(x + 3) / 6: one int8 HARD_SWISH, as the converter makes it
     split_affines(graph)          # the rest: int8 MUL / ADD with constants, as the converter makes them
     fuse_activations(graph)
     lap("bn folding")

@@ -10,7 +10,8 @@ quantized from their entry alone: its TF function, its own output grid, its exac
 
 Exact mode: softmax uses `tfquant.core.quantized_softmax` (TFLite's gemmlowp arithmetic),
 LeakyReLU `quantized_leaky_relu` (two requantization multipliers), sigmoid `quantized_logistic`
-(LOGISTIC's table), SiLU `quantized_logistic` then `quantized_mul`, and the lookup-table ops
+(LOGISTIC's table), SiLU `quantized_logistic` then `quantized_mul`, hard SiLU (hard-swish, one
+HARD_SWISH on device) `quantized_hard_swish` (its int16 fixed point), and the lookup-table ops
 `quantized_lookup_table`; the other activations have no integer emulation yet and run the
 fake-quant path (TFLite evaluates them with fixed-point polynomials, which can differ from the
 rounded float by one LSB).
@@ -28,7 +29,9 @@ from tfquant.core import (
     LOOKUP_TABLE_OPS,
     QuantSpec,
     fake_quant,
+    hard_swish,
     lookup_table_op,
+    quantized_hard_swish,
     quantized_leaky_relu,
     quantized_logistic,
     quantized_lookup_table,
@@ -63,7 +66,7 @@ _FN = {
     "leaky_relu": lambda x, negative_slope=0.3: tf.nn.leaky_relu(x, alpha=negative_slope),
     "sigmoid": tf.sigmoid,
     "tanh": tf.tanh,
-    "hard_silu": lambda x: keras.activations.hard_silu(x),
+    "hard_silu": hard_swish,       # core.op_rules: the TF form the converter fuses into HARD_SWISH
 }
 
 
@@ -129,6 +132,10 @@ class QuantActivation(QuantLayer):
                                      output_range=output_range)
             return self._quantize_output(x * s, training, exact=exact)
         y = _FN[self.activation](x, **self.params)
+        if self.activation == "hard_silu":
+            def exact(output_range):
+                return quantized_hard_swish(x, input_range=self.input_range(0), output_range=output_range)
+            return self._quantize_output(y, training, exact=exact)
         if self.activation == "leaky_relu":
             alpha = float(self.params.get("negative_slope", 0.3))
 
