@@ -136,17 +136,29 @@ def mobilenet_v3_block():
     return keras.Model(x, L.Dense(10)(y))
 
 
+@pytest.mark.parametrize("lowering", ["decomposed", "HARD_SWISH"])
 @pytest.mark.parametrize("route", ["ptq", "qat"])
-def test_mobilenet_v3_block_is_int8_and_exact(route):
-    """Hard-swish is one int8 HARD_SWISH (as the converter makes it), simulated with its int16
-    fixed point (QAT was 93% exact here before, 1 LSB; PTQ made ADD + MUL + MUL of it); the
-    hard-sigmoid gate ADD (into the conv's bias on PTQ) + MUL, all int8 and exact."""
+def test_mobilenet_v3_block_is_int8_and_exact(route, lowering):
+    """Hard-swish as ADD + RELU6, MUL, MUL (the default, XNNPACK-delegated) or as the converter's one
+    HARD_SWISH (int16 fixed point; QAT was 93% exact here before, 1 LSB), the hard-sigmoid gate as
+    ADD (into the conv's bias on PTQ) + MUL: all int8, every tensor bit-exact."""
     x_cal, x_test = (127.5 * (v + 1.0) for v in _data())
-    tflite, result = _route(mobilenet_v3_block(), route, x_cal, x_test)
+    model = mobilenet_v3_block()
+    if route == "ptq":
+        sim = tfquant.ptq(model, x_cal, progress=False, hard_swish=lowering)
+        tflite, result = sim.to_tflite(), sim.verify(x_test, kernels=("reference",))
+    else:
+        qmodel = tfquant.quantize_model(model, {"hard_swish": lowering})
+        tfquant.calibrate(qmodel, x_cal)
+        tflite = tfquant.to_tflite(qmodel)
+        result = tfquant.verify(tflite, qmodel, x_test, kernels=("reference",))
     report = tfquant.inspect(tflite)
     assert report.float_ops == []
     counts = report.op_counts()
-    assert counts["HARD_SWISH"] == 2
-    assert counts["MUL"] == 3                                 # stem, gate * 1 / 6, squeeze-excite
-    assert counts["ADD"] == (1 if route == "ptq" else 2)      # stem; the gate's + 3 (PTQ: in the conv's bias)
+    fused = lowering == "HARD_SWISH"
+    assert counts.get("HARD_SWISH", 0) == (2 if fused else 0)
+    # stem, gate * 1 / 6, squeeze-excite; + (* 1 / 6, * x) per decomposed hard-swish
+    assert counts["MUL"] == (3 if fused else 7)
+    # stem, the gate's + 3 (PTQ: in the conv's bias); + (+ 3) per decomposed hard-swish
+    assert counts["ADD"] == (1 if route == "ptq" else 2) + (0 if fused else 2)
     _assert_exact(result, expected_tensors=12)

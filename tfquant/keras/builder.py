@@ -155,7 +155,8 @@ class Builder:
         elif kind == "resize":
             y = QuantResize(layer=_clone(layer), name=name)(self._in(q))
         elif kind == "act":
-            y = QuantActivation(activation=q.activation, params=q.params, activation_quantizer=aq,
+            params = dict(q.params, lowering=c.hard_swish) if q.activation == "hard_silu" else q.params
+            y = QuantActivation(activation=q.activation, params=params, activation_quantizer=aq,
                                 shared_output=q.shared_output, name=name)(self._in(q))
         elif kind == "custom":
             inner = _clone(layer)
