@@ -101,6 +101,17 @@ def constant_operand_range(values):
     return float(min(v.min(), 0.0)), float(max(v.max(), 0.0))
 
 
+def constant_operand(values):
+    """The constant operand of MUL / ADD as the flatbuffer stores it: a scalar when every channel
+    holds the same value (what the converter keeps of a float model's scalar constant, and what
+    XNNPACK runs fast: ten int8 ADD + MUL pairs by [16] constants over 48x48x16 take 0.39 ms, by
+    scalars 0.04 ms), else the per-channel vector. None stays None."""
+    if values is None:
+        return None
+    v = np.asarray(values, np.float32)
+    return v.reshape(-1)[0].copy() if v.size > 1 and np.all(v == v.reshape(-1)[0]) else v
+
+
 def affine_parts(scale, offset) -> tuple[bool, bool]:
     """(has MUL, has ADD) of the affine x * scale + offset (numpy values): a scale of all ones
     needs no MUL, an offset of all zeros no ADD."""

@@ -47,6 +47,7 @@ from tfquant.core.op_rules import (
     SAME_SCALE_TF_OPS,
     affine_parts,
     apply_fused_activation,
+    constant_operand,
     hard_swish,
     linear_pre_activation,
     lookup_table_op,
@@ -298,6 +299,7 @@ class Emitter:
             offset = node.weights["bias"] if t == "bias_add" else node.weights["offset"]
             if t == "affine" and not affine_parts(None, offset)[1]:
                 offset = None
+            scale, offset = constant_operand(scale), constant_operand(offset)
             if self._int8(node, node.inputs[0]) and (scale is None or offset is None):
                 return [quantized_affine(values[0], scale, offset, input_range=self.plan.range_of(node.inputs[0]),
                                          output_range=self.plan.range_of(node.output()), activation=node.activation)]
