@@ -21,6 +21,9 @@ from tfquant.core import (
     quantized_add,
     quantized_avg_pool,
     quantized_concat,
+
+
+    quantized_hard_swish,
     quantized_linear,
     quantized_input,
     quantized_leaky_relu,
@@ -494,3 +497,92 @@ def test_rsqrt_is_exact_on_every_input(in_hi, out_range):
     assert table[int(pi.zero_point) + 128] == 127                      # q == zp: 127
     if in_hi == 255 / 64:
         assert np.sum(table != float_table) >= 1
+
+
+# ---- HARD_SWISH: int16 fixed point -----------------------------------------------------------------
+def _hard_swish_real(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+@pytest.mark.parametrize("grids", [
+    ((-4, 4), (-0.375, 4)), ((-10, 2), (-0.4, 2)), ((-0.5, 0.7), (-0.3, 0.7)),
+    ((-30, 60), (-1, 60)),                    # input scale 0.35: the gate's multiplier shifts left
+    ((-0.05, 0.05), (-0.03, 0.03)),           # ... and right by many bits
+    ((-200, 100), (-5, 100)), ((-2, 8), (-0.4, 8))])
+def test_hard_swish_table_matches_the_interpreter_on_all_256_inputs(grids):
+    """HARD_SWISH's 256 outputs on a grid (the int8 model's input is every int8 value) against the
+    reference interpreter, and against the rounded real function, which it is not."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    in_range, out_range = grids
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 256], tf.float32)])
+    def f(x):
+        return quantized_hard_swish(fake_quant(x, *in_range, ACT), input_range=in_range, output_range=out_range)
+
+    tflite = tfquant.to_tflite(f, int8_io=True)
+    assert [op.op for op in tfquant.inspect(tflite).ops] == ["HARD_SWISH"]
+    interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interpreter.allocate_tensors()
+    i, o = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    q = np.arange(-128, 128)
+    interpreter.set_tensor(i["index"], q.astype(np.int8)[None])
+    interpreter.invoke()
+    got = interpreter.get_tensor(o["index"])[0].astype(np.int64)
+    (s_in, z_in), (s_out, z_out) = i["quantization"], o["quantization"]
+    table = integer_kernels.hard_swish_table(input_scale=s_in, input_zero_point=z_in, output_scale=s_out,
+                                             output_zero_point=z_out)
+    np.testing.assert_array_equal(table, got)
+    assert len(set(got.tolist())) > 64
+    p_in, p_out = quant_params(*in_range, ACT), quant_params(*out_range, ACT)
+    assert (float(p_in.scale), int(p_in.zero_point), float(p_out.scale)) == (s_in, z_in, s_out)   # the same grids
+
+
+def test_hard_swish_against_rounding_the_real_function():
+    """The fixed point is not the rounded real function (1-2 of 256 differ on several grids), so the
+    table test above can fail."""
+    differ = 0
+    for (lo, hi), (olo, ohi) in [((-4, 4), (-0.375, 4)), ((-10, 2), (-0.4, 2)), ((-30, 60), (-1, 60))]:
+        p_in, p_out = quant_params(lo, hi, ACT), quant_params(olo, ohi, ACT)
+        table = integer_kernels.hard_swish_table(input_scale=p_in.scale, input_zero_point=int(p_in.zero_point),
+                                                 output_scale=p_out.scale, output_zero_point=int(p_out.zero_point))
+        x = (np.arange(-128, 128) - int(p_in.zero_point)) * np.float64(p_in.scale)
+        rounded = np.clip(round_half_away(_hard_swish_real(x) / np.float64(p_out.scale)) + int(p_out.zero_point),
+                          -128, 127)
+        assert np.abs(table - rounded).max() <= 1
+        differ += int(np.sum(table != rounded))
+    assert differ >= 3
+
+
+def test_ties_in_hard_swish():
+    """Power-of-two grids, 2^-5 in and 2^-6 out: x = 12 / 32 gives 13.5 output LSBs, a tie (and
+    so do its like); the exact simulation must write what the interpreter writes there too."""
+    in_range, out_range = (-4.0, 127 / 32), (-0.5, 223 / 64)      # zero points 0 and -96
+    x = (np.arange(-128, 128) / 32).astype(np.float32).reshape(1, 16, 16, 1)
+    x = np.concatenate([x, x[:, ::-1]], axis=0)
+    ticks = _hard_swish_real(x) * 64
+    assert np.sum(np.abs(ticks - np.floor(ticks) - 0.5) < 1e-9) >= 4      # real ties among the inputs
+
+    def build(t):
+        return quantized_hard_swish(fake_quant(t, *in_range, ACT), input_range=in_range, output_range=out_range)
+
+    assert _compare(build, x) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_hard_swish_is_exact_after_a_conv(seed):
+    """MobileNetV3's conv -> hard-swish on random grids, through the exact simulation."""
+    rng, x = _case(seed + 20)
+    kernel = rng.normal(0, 0.3, (3, 3, x.shape[-1], 8)).astype(np.float32)
+    conv = lambda a, w: tf.nn.conv2d(a, w, 1, "SAME")  # noqa: E731
+    rx = _range(x)
+    pre = conv(x, kernel).numpy()
+    r_pre, r_out = _range(pre), _range(_hard_swish_real(pre) * rng.uniform(0.7, 1.0))
+
+    def build(t):
+        t = fake_quant(t, *rx, ACT)
+        y = quantized_linear(conv, t, kernel, None, input_range=rx, output_range=r_pre)
+        return quantized_hard_swish(y, input_range=r_pre, output_range=r_out)
+
+    assert _compare(build, x) == 1.0

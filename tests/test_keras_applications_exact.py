@@ -162,3 +162,52 @@ def test_densenet_blocks_are_int8_and_exact(route):
     assert counts["CONCATENATION"] == 3 and counts["MAX_POOL_2D"] == 1
     assert counts["QUANTIZE"] == (3 if route == "qat" else 1)     # QAT: input + 2 requantizes
     _assert_exact(result, expected_tensors=18)
+
+
+def mobilenet_v3_block():
+    """MobileNetV3's pieces in miniature: the Rescaling stem (pixels in [0, 255]), conv + BN +
+    hard-swish (`Activation("hard_swish")`: x * relu6(x + 3) / 6), depthwise + BN + hard-swish,
+    squeeze-excite whose gate is Keras' hard-sigmoid `ReLU(6)(x + 3) * (1 / 6)`, conv, pooled head."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x = keras.Input((16, 16, 3))
+    y = L.Rescaling(1 / 127.5, offset=-1.0)(x)
+    y = L.Conv2D(16, 3, padding="same", use_bias=False)(y)
+    y = L.Activation("hard_swish")(L.BatchNormalization()(y))
+    y = L.DepthwiseConv2D(3, padding="same", use_bias=False)(y)
+    y = L.Activation("hard_swish")(L.BatchNormalization()(y))
+    s = L.GlobalAveragePooling2D(keepdims=True)(y)
+    s = L.Conv2D(8, 1, activation="relu")(s)
+    s = L.Conv2D(16, 1)(s)
+    s = L.ReLU(6.0)(s + 3.0) * (1.0 / 6.0)
+    y = L.Multiply()([y, s])
+    y = L.GlobalAveragePooling2D()(L.Conv2D(8, 1)(y))
+    return keras.Model(x, L.Dense(10)(y))
+
+
+@pytest.mark.parametrize("lowering", ["decomposed", "HARD_SWISH"])
+@pytest.mark.parametrize("route", ["ptq", "qat"])
+def test_mobilenet_v3_block_is_int8_and_exact(route, lowering):
+    """Hard-swish as ADD + RELU6, MUL, MUL (the default, XNNPACK-delegated) or as the converter's one
+    HARD_SWISH (int16 fixed point; QAT was 93% exact here before, 1 LSB), the hard-sigmoid gate as
+    ADD (into the conv's bias on PTQ) + MUL: all int8, every tensor bit-exact."""
+    x_cal, x_test = (127.5 * (v + 1.0) for v in _data())
+    model = mobilenet_v3_block()
+    if route == "ptq":
+        sim = tfquant.ptq(model, x_cal, progress=False, hard_swish=lowering)
+        tflite, result = sim.to_tflite(), sim.verify(x_test, kernels=("reference",))
+    else:
+        qmodel = tfquant.quantize_model(model, {"hard_swish": lowering})
+        tfquant.calibrate(qmodel, x_cal)
+        tflite = tfquant.to_tflite(qmodel)
+        result = tfquant.verify(tflite, qmodel, x_test, kernels=("reference",))
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    counts = report.op_counts()
+    fused = lowering == "HARD_SWISH"
+    assert counts.get("HARD_SWISH", 0) == (2 if fused else 0)
+    # stem, gate * 1 / 6, squeeze-excite; + (* 1 / 6, * x) per decomposed hard-swish
+    assert counts["MUL"] == (3 if fused else 7)
+    # stem, the gate's + 3 (PTQ: in the conv's bias); + (+ 3) per decomposed hard-swish
+    assert counts["ADD"] == (1 if route == "ptq" else 2) + (0 if fused else 2)
+    _assert_exact(result, expected_tensors=12)

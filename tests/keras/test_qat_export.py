@@ -233,12 +233,10 @@ def _single_op_model(op):
 
 
 # These ops run the fake-quant path in the exact simulation (tfquant.core has no integer emulation
-# of them yet) and TFLite's integer kernels round differently: HARD_SWISH uses a fixed-point
-# polynomial, RESIZE_BILINEAR integer interpolation weights. Floors just under the measured exact
-# fractions (reference kernels, 128 samples, inputs uniform in [-scale, scale]); every output is
-# within 1 LSB. bilinear 95.3%; hard_silu 100% here (99.25% seen on N(0, 2) inputs through a 1x1
-# conv), so it is not in the xfail list below but has no exact emulation either.
-_NOT_EXACT_YET = {("bilinear", 1.0): 0.93, ("hard_silu", 4.0): 0.98}
+# of them yet) and TFLite's integer kernels round differently: RESIZE_BILINEAR integer
+# interpolation weights. Floors just under the measured exact fractions (reference kernels, 128
+# samples, inputs uniform in [-scale, scale]); every output is within 1 LSB. bilinear 95.3%.
+_NOT_EXACT_YET = {("bilinear", 1.0): 0.93}
 _BELOW_CONTRACT = [("bilinear", 1.0)]
 
 
@@ -246,6 +244,14 @@ def test_leaky_relu_is_exact():
     """LEAKY_RELU has its integer emulation (two multipliers, float Prepare): bit-exact."""
     result = _single_op_result("leaky_relu", 1.0)
     print(fidelity_line("leaky_relu", result))
+    assert result.outputs[0].fidelity.exact == 1.0, result.table()
+
+
+def test_hard_silu_is_exact():
+    """hard_silu (decomposed by default: ADD + RELU6, MUL, MUL) has its integer emulation: bit-exact.
+    (Its HARD_SWISH lowering: tests/test_integer_kernels.py, tests/test_keras_applications_exact.py.)"""
+    result = _single_op_result("hard_silu", 4.0)
+    print(fidelity_line("hard_silu", result))
     assert result.outputs[0].fidelity.exact == 1.0, result.table()
 
 

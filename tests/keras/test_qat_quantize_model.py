@@ -225,20 +225,28 @@ def test_bits_config_is_refused_before_touching_the_model(bits):
         quantize_model(convnet(), {"activation_bits": bits})
 
 
-def test_keras_op_with_a_constant_is_left_float_not_a_crash():
-    """`x + 3.0` in a Functional graph is a Keras op, not a layer (MobileNetV3's hard-sigmoid,
-    ConvNeXt): it stays float, reported, and the rest is quantized and exact."""
+def test_keras_op_with_a_constant_is_an_int8_affine():
+    """`x + 3.0` / `x * (1 / 6)` in a Functional graph are Keras ops, not layers (MobileNetV3's
+    hard-sigmoid, ConvNeXt): each is an int8 ADD of / MUL by a constant (a Rescaling's affine),
+    ReLU6 fused, exact. `3.0 - x` (a SUB of its own) stays float, reported, not a crash."""
     import keras
 
     import tfquant
 
     x = keras.Input((16, 16, 3))
-    with pytest.warns(UserWarning, match="left these layers in float"):
-        qmodel = tfquant.quantize_model(keras.Model(x, keras.layers.Conv2D(4, 1)(x + 3.0)))
+    y = keras.layers.Conv2D(4, 1)(keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0))
+    qmodel = tfquant.quantize_model(keras.Model(x, y))
     report = tfquant.keras.quantization_report(qmodel)
-    assert [r.class_name for r in report.float_layers] == ["Add"]
-    data = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32)
+    assert report.float_layers == []
+    assert [r.status for r in report.layers if r.class_name in ("Add", "ReLU", "Multiply")] == \
+        ["quantized", "fused", "quantized"]
+    data = np.random.default_rng(0).uniform(-4, 4, (8, 16, 16, 3)).astype(np.float32)
     tfquant.keras.calibrate(qmodel, data)
     tflite = tfquant.to_tflite(qmodel)
-    assert [o.op for o in tfquant.inspect(tflite).float_ops] == ["ADD"]
+    assert tfquant.inspect(tflite).float_ops == []
+    assert [o.op for o in tfquant.inspect(tflite).ops] == ["QUANTIZE", "ADD", "MUL", "CONV_2D", "DEQUANTIZE"]
     assert tfquant.verify(tflite, qmodel, data, kernels=("reference",)).exact_fraction == 1.0
+
+    with pytest.warns(UserWarning, match="left these layers in float"):
+        qmodel = tfquant.quantize_model(keras.Model(x, keras.layers.Conv2D(4, 1)(3.0 - x)))
+    assert [r.class_name for r in tfquant.keras.quantization_report(qmodel).float_layers] == ["Subtract"]

@@ -299,3 +299,35 @@ def test_adaround_honours_ctrl_c_within_a_second(calibration):
     finally:
         timer.cancel()
     assert sent and time.perf_counter() - sent[0] < 1.0
+
+
+@pytest.mark.parametrize("form, fused", [
+    ("keras", True),           # x * (relu6(x + 3) / 6): Keras' hard_silu
+    ("product_first", True),   # (x * relu6(x + 3)) * (1 / 6)
+    ("offset_2", False),       # x * (relu6(x + 2) / 6): not hard-swish
+    ("gate_read_twice", False),   # relu6(x + 3) / 6 also read by another op: kept as three ops
+])
+def test_fuse_hard_swish_matches_the_pattern_only(form, fused):
+    """`fuse_hard_swish` replaces x * relu6(x + 3) / 6 after a conv by one hard_swish node (TFLite's
+    HARD_SWISH), in both orders of the products, and nothing else; the float function is kept."""
+    import tensorflow as tf
+
+    from tfquant.graph import fuse_hard_swish
+
+    kernel = tf.constant(np.random.default_rng(0).normal(0, 1, (3, 3, 3, 8)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32)])
+    def f(x):
+        y = tf.nn.conv2d(x, kernel, 1, "SAME")
+        if form == "product_first":
+            return y * tf.nn.relu6(y + 3.0) * (1.0 / 6.0)
+        gate = tf.nn.relu6(y + (2.0 if form == "offset_2" else 3.0)) / 6.0
+        return y * gate + gate if form == "gate_read_twice" else y * gate
+
+    graph = load_graph(f)
+    x = np.random.default_rng(1).normal(0, 2, (4, 8, 8, 3)).astype(np.float32)
+    before = run(graph, x)
+    assert fuse_hard_swish(graph) == int(fused)
+    types = [n.type for n in graph]
+    assert ("hard_swish" in types) == fused and ("relu6" in types) != fused
+    np.testing.assert_allclose(run(graph, x), before, rtol=1e-5, atol=1e-5)

@@ -43,6 +43,11 @@ from tfquant.core.op_rules import (
     FIXED_OUTPUT_RANGES,
     FUSED_ACTIVATIONS,
     LAYER_NORM_STEPS,
+    DEFAULT_HARD_SWISH_LOWERING,
+    HARD_SWISH_LOWERINGS,
+    HARD_SWISH_SCALE,
+    HARD_SWISH_OFFSET,
+    HARD_SWISH_TFLITE_OP,
     LOOKUP_TABLE_OPS,
     LookupTableOp,
     LOGISTIC_RANGE,
@@ -51,6 +56,7 @@ from tfquant.core.op_rules import (
     affine_parts,
     apply_fused_activation,
     constant_operand_range,
+    hard_swish,
     lookup_table_op,
 )
 from tfquant.core.integer_kernels import get_simulation_mode, simulation_mode
@@ -61,6 +67,7 @@ from tfquant.core.quantized_ops import (
     quantized_avg_pool,
     quantized_concat,
     quantized_constant,
+    quantized_hard_swish,
     quantized_input,
     quantized_layer_norm,
     quantized_leaky_relu,

@@ -40,6 +40,10 @@ broadcasting)        expression s_a * s_b / s_out (mul.cc Prepare), MultiplyByQu
                      per-channel affine's scale) is an int8 tensor like any other.
 LOGISTIC (int8)      the LUTPopulate table of float32 1 / (1 + exp(-x)) onto (1/256, -128)
                      (activations.cc SigmoidPrepare, reference and generic-optimized kernels).
+HARD_SWISH (int8)    int16 fixed point (reference_ops::HardSwish, activations.cc HardSwishPrepare):
+                     (q - zp_in) << 7 times a Q15 output multiplier, times a Q15 "reluish" gate
+                     (3.0 = 2^15) by a truncating doubling high mul, RoundingDivideByPOT, + zp_out;
+                     computed for the 256 int8 inputs and gathered (`hard_swish_table`).
 LEAKY_RELU (int8)    (q - zp_in) times QuantizeMultiplier(s_in / s_out) where it is >= 0, else
                      times QuantizeMultiplier(s_in * alpha / s_out), both computed in float
                      (activations.cc LeakyReluPrepare); MultiplyByQuantizedMultiplier, + zp_out.
@@ -380,6 +384,93 @@ def leaky_relu(x: tf.Tensor, alpha: float, *, input_scale: float, input_zero_poi
     scaled = multiply_by_quantized_multiplier(q, m_a, sh_a)
     out = tf.where(q >= 0, identity, scaled) + output_zero_point
     return _to_float(tf.clip_by_value(out, INT8_MIN, INT8_MAX), s_out, output_zero_point)
+
+
+# ---- HARD_SWISH: int16 fixed point (reference_ops::HardSwish) ------------------------------------
+HARD_SWISH_HIRES_SHIFT = 7                 # input (q - zp) << 7 on the "hires" input scale
+HARD_SWISH_RELUISH_SCALE = 3.0 / 32768.0   # the scale on which 3.0 is 2^15
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
+
+
+def _int16_multiplier(real: np.float32) -> tuple[int, int]:
+    """QuantizeMultiplier of a float expression (widened to double), then
+    DownScaleInt32ToInt16Multiplier: (q + 2^15) >> 16, 32767 for q >= INT32_MAX - 2^15."""
+    q, exponent = (int(v) for v in quantize_multiplier(np.float64(real)))
+    q16 = INT16_MAX if q >= INT32_MAX - (1 << 15) else (q + (1 << 15)) >> 16
+    return q16, exponent
+
+
+def _truncdiv(n: np.ndarray, d: int) -> np.ndarray:
+    """C++ integer division: n / d rounded toward zero (d > 0)."""
+    return np.sign(n) * (np.abs(n) // d)
+
+
+def _srdhm16(a: np.ndarray, b) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int16: (a b + nudge) / 2^15 truncated,
+    nudge = 2^14 if a b >= 0 else 1 - 2^14; a == b == INT16_MIN saturates."""
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
+    return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, _truncdiv(ab + nudge, 1 << 15))
+
+
+def _sdhm16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SaturatingDoublingHighMul on int16 (hard_swish.h): a b / 2^15, truncated toward zero."""
+    return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, _truncdiv(a * b, 1 << 15))
+
+
+def _rounding_divide_by_pot16(x: np.ndarray, exponent: int) -> np.ndarray:
+    """gemmlowp RoundingDivideByPOT on int16 values: x / 2^exponent, ties away from zero."""
+    mask = np.array((1 << exponent) - 1, np.int64).astype(np.int16).astype(np.int64)   # an int16 mask
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def _saturating_left_shift16(x: np.ndarray, amount: int) -> np.ndarray:
+    return np.clip(x * (1 << amount), INT16_MIN, INT16_MAX)
+
+
+def hard_swish_table(*, input_scale: float, input_zero_point: int, output_scale: float,
+                     output_zero_point: int) -> np.ndarray:
+    """The int8 outputs of reference_ops::HardSwish for the 256 int8 inputs (indexed by q + 128).
+
+    HardSwishPrepare (activations.cc): hires scale = float(1/128) * s_in; multipliers
+    hires / s_out and hires / (3 / 2^15), float expressions, QuantizeMultiplier then
+    DownScaleInt32ToInt16Multiplier. The kernel: v = (q - zp_in) << 7; the output-scale value
+    SRDHM16(v, m_out); the "reluish" gate v rescaled so that 3.0 is 2^15 (saturating shifts,
+    SRDHM16, RoundingDivideByPOT), moved to [0, 2^15) by (r + 2^15) >> 1; their product by
+    SaturatingDoublingHighMul (truncating), RoundingDivideByPOT(-exponent_out), + zp_out, clamp."""
+    s_in, s_out = np.float32(input_scale), np.float32(output_scale)
+    hires = np.float32(1.0 / 128.0) * s_in
+    m_out, e_out = _int16_multiplier(hires / s_out)
+    m_relu, e_relu = _int16_multiplier(hires / np.float32(HARD_SWISH_RELUISH_SCALE))
+    if e_out > 0:
+        raise ValueError(f"HARD_SWISH needs input_scale / 128 <= output_scale (TFLite's Prepare refuses "
+                         f"it), got {float(s_in)} and {float(s_out)}.")
+    v = (np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int64) - input_zero_point) << HARD_SWISH_HIRES_SHIFT
+    v = np.clip(v, INT16_MIN, INT16_MAX)                 # (int16)((q - zp) * 128): |q - zp| <= 255
+    on_output_scale = _srdhm16(v, m_out)
+    reluish = v
+    if e_relu > 0:
+        reluish = _saturating_left_shift16(reluish, e_relu - 1)
+    reluish = _srdhm16(reluish, m_relu)
+    if e_relu > 0:
+        reluish = _saturating_left_shift16(reluish, 1)
+    if e_relu < 0:
+        reluish = _rounding_divide_by_pot16(reluish, -e_relu)
+    reluish = (reluish + (1 << 15)) >> 1
+    out = _rounding_divide_by_pot16(_sdhm16(reluish, on_output_scale), -e_out) + output_zero_point
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int64)
+
+
+def hard_swish(x: tf.Tensor, *, input_scale: float, input_zero_point: int, output_scale: float,
+               output_zero_point: int) -> tf.Tensor:
+    """HARD_SWISH (int8), reference_ops::HardSwish's int16 fixed point (`hard_swish_table`): an
+    elementwise function of the int8 input, so its 256 outputs are computed once and gathered.
+    `x` on its grid."""
+    params = dict(input_scale=float(input_scale), input_zero_point=int(input_zero_point),
+                  output_scale=float(output_scale), output_zero_point=int(output_zero_point))
+    return apply_lookup_table(x, hard_swish_table(**params), **params)
 
 
 def lookup_table(fn: Callable, *, input_scale: float, input_zero_point: int, output_scale: float,

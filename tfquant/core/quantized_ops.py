@@ -28,6 +28,7 @@ from tfquant.core.op_rules import (
     LookupTableOp,
     apply_fused_activation,
     constant_operand_range,
+    hard_swish,
     linear_forward,
 )
 from tfquant.core.quant_params import quant_params
@@ -213,6 +214,18 @@ def quantized_logistic(x, *, input_range):
         return fake
     p = _params(input_range, ACTIVATION)
     exact = integer_kernels.logistic(x, input_scale=p.scale, input_zero_point=int(p.zero_point))
+    return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_hard_swish(x, *, input_range, output_range):
+    """HARD_SWISH (`op_rules.hard_swish`, x * relu6(x + 3) / 6) of a tensor on its grid, onto its
+    own output grid; in "exact" mode the reference kernel's int16 fixed point."""
+    fake = fake_quant(hard_swish(x), *output_range, ACTIVATION)
+    if not is_exact():
+        return fake
+    pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
+    exact = integer_kernels.hard_swish(x, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
+                                       output_scale=po.scale, output_zero_point=int(po.zero_point))
     return integer_kernels.straight_through(fake, exact)
 
 

@@ -39,6 +39,7 @@ from tfquant.graph.patterns import (
     conv_bn_act,
     equalization_chains,
     fuse_activations,
+    fuse_hard_swish,
     split_affines,
     has_effective_padding,
 )

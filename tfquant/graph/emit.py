@@ -6,8 +6,10 @@
     >>> exact = build_function(graph, plan, mode="quant", exact=True)   # bit-exact simulation
 
 Every quantized op is built from `tfquant.core.quantized_ops` (quantized_input, quantized_linear,
-quantized_add, quantized_mul, quantized_logistic, quantized_mean, quantized_avg_pool,
-quantized_softmax, quantized_squared_difference, quantized_rsqrt), so the fake-quant graph is what the TFLite converter lowers to int8 kernels and the "exact" one predicts their integers.
+quantized_add, quantized_mul, quantized_logistic, quantized_hard_swish, quantized_mean,
+quantized_avg_pool, quantized_softmax, quantized_squared_difference, quantized_rsqrt), so the
+fake-quant graph is what the TFLite converter lowers to int8 kernels and the "exact" one predicts
+their integers.
 Ops that TFLite requires to keep their input's scale (pad, pooling, reshape, concat, ...) share
 their input's quantizer; ops the IR does not know are emitted untouched from their NodeDef and
 their float outputs get a quantizer of their own.
@@ -32,6 +34,7 @@ from tfquant.core import (
     quantized_add,
     quantized_affine,
     quantized_avg_pool,
+    quantized_hard_swish,
     quantized_input,
     quantized_linear,
     quantized_logistic,
@@ -49,6 +52,8 @@ from tfquant.core.op_rules import (
     SAME_SCALE_TF_OPS,
     affine_parts,
     apply_fused_activation,
+    constant_operand,
+    hard_swish,
     linear_pre_activation,
     lookup_table_op,
     needs_own_fake_quant,
@@ -299,6 +304,7 @@ class Emitter:
             offset = node.weights["bias"] if t == "bias_add" else node.weights["offset"]
             if t == "affine" and not affine_parts(None, offset)[1]:
                 offset = None
+            scale, offset = constant_operand(scale), constant_operand(offset)
             if self._int8(node, node.inputs[0]) and (scale is None or offset is None):
                 return [quantized_affine(values[0], scale, offset, input_range=self.plan.range_of(node.inputs[0]),
                                          output_range=self.plan.range_of(node.output()), activation=node.activation)]
@@ -307,6 +313,11 @@ class Emitter:
             return [self._fq_out(node, apply_fused_activation(node.activation, y))]
         if t in ("relu", "relu6"):
             return [self._fq_out(node, apply_fused_activation(t, values[0]))]
+        if t == "hard_swish":
+            if self._int8(node, node.inputs[0]) and self.plan.is_owner(node.output()):
+                return [quantized_hard_swish(values[0], input_range=self.plan.range_of(node.inputs[0]),
+                                             output_range=self.plan.range_of(node.output()))]
+            return [self._fq_out(node, hard_swish(values[0]))]
         if t == "pad":
             return [tf.pad(values[0], node.attrs["paddings"])]
         if t == "max_pool":

@@ -15,6 +15,7 @@ affine          data * scale + offset per channel: a batch norm (FusedBatchNorm*
                 op absorbs is split into MUL by a constant + bias_add (`split_affines`), both int8
 relu, relu6     activations (fused into the producing linear op / add by `fuse_activations`)
 add             data + data (residual)
+hard_swish      x * relu6(x + 3) / 6 (TFLite's HARD_SWISH), matched by `patterns.fuse_hard_swish`
 pad             Pad/PadV2 with constant zero padding
 avg_pool, max_pool, mean, concat, reshape, softmax, identity
 passthrough     any other op: emitted untouched from its NodeDef, and reported

@@ -3,6 +3,7 @@ that cross-layer equalization rescales (conv -> act -> conv pairs, conv -> act -
 act -> conv triplets, and longer chains, through Pad).
 
     >>> for linear, bn in bn_folds(graph): ...           # linear -> affine, the affine only reader
+    >>> fuse_hard_swish(graph)                             # x * relu6(x + 3) / 6 -> hard_swish (HARD_SWISH)
     >>> split_affines(graph)                               # unfolded affine -> MUL const, ADD const
     >>> fuse_activations(graph)                            # relu / relu6 into the op before them
     >>> for chain in equalization_chains(graph): chain.layers, chain.pads
@@ -14,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfquant.core.op_rules import affine_parts
+from tfquant.core.op_rules import HARD_SWISH_OFFSET, HARD_SWISH_SCALE, affine_parts
 from tfquant.graph.ir import ACTIVATION_TYPES, Graph, Node
 
 # the IR types that take a fused ReLU / ReLU6 (TFLite's CONV_2D, ..., ADD, MUL)
@@ -51,6 +52,77 @@ def conv_bn_act(graph: Graph) -> list[tuple[Node, Optional[Node], Optional[Node]
             act = nxt
         out.append((node, bn, act))
     return out
+
+
+def _is_data_mul(graph: Graph, node: Optional[Node]) -> bool:
+    return node is not None and node.type == "passthrough" and node.tf_type == "Mul" and len(node.inputs) == 2
+
+
+def _constant_affine(node: Optional[Node], scale: Optional[float], offset: Optional[float]) -> bool:
+    """An affine (x * scale) or bias_add (x + offset) by the same scalar on every channel, no
+    fused activation."""
+    if node is None or node.activation is not None:
+        return False
+    if scale is not None:
+        return node.type == "affine" and np.all(node.weights["scale"] == np.float32(scale)) and \
+            not np.any(node.weights["offset"])
+    return node.type == "bias_add" and np.all(node.weights["bias"] == np.float32(offset))
+
+
+def _relu6_of_x_plus_3(graph: Graph, tensor_ref: str) -> Optional[tuple[str, list[Node]]]:
+    """(x, [relu6, bias_add]) if `tensor_ref` is relu6(x + 3), each op read once."""
+    relu6 = graph.producer(tensor_ref)
+    if relu6.type != "relu6":
+        return None
+    add = graph.producer(relu6.inputs[0])
+    if not _constant_affine(add, None, HARD_SWISH_OFFSET) or graph.sole_consumer(add.output()) is not relu6:
+        return None
+    return add.inputs[0], [relu6, add]
+
+
+def _hard_swish_match(graph: Graph, node: Node) -> Optional[tuple[str, list[Node]]]:
+    """(x, inner nodes) if `node` computes x * (relu6(x + 3) * (1/6)) (Keras' hard_silu) or
+    (x * relu6(x + 3)) * (1/6), every inner tensor read by the pattern alone."""
+    def sole(n: Node, reader: Node) -> bool:
+        return graph.sole_consumer(n.output()) is reader
+
+    if _is_data_mul(graph, node):                                     # x * (relu6(x + 3) / 6)
+        for x_ref, gate_ref in (node.inputs, node.inputs[::-1]):
+            scale = graph.producer(gate_ref)
+            if not _constant_affine(scale, HARD_SWISH_SCALE, None) or not sole(scale, node):
+                continue
+            inner = _relu6_of_x_plus_3(graph, scale.inputs[0])
+            if inner is not None and inner[0] == x_ref and sole(inner[1][0], scale):
+                return x_ref, [scale, *inner[1]]
+    if _constant_affine(node, HARD_SWISH_SCALE, None):                 # (x * relu6(x + 3)) / 6
+        mul = graph.producer(node.inputs[0])
+        if _is_data_mul(graph, mul) and sole(mul, node):
+            for x_ref, gate_ref in (mul.inputs, mul.inputs[::-1]):
+                inner = _relu6_of_x_plus_3(graph, gate_ref)
+                if inner is not None and inner[0] == x_ref and sole(inner[1][0], mul):
+                    return x_ref, [mul, *inner[1]]
+    return None
+
+
+def fuse_hard_swish(graph: Graph) -> int:
+    """Each x * relu6(x + 3) / 6 (MobileNetV3's hard-swish) becomes one `hard_swish` node, the int8
+    HARD_SWISH the converter fuses the pattern into (`core.op_rules.HARD_SWISH_TFLITE_OP`). Run
+    before `split_affines` and `fuse_activations`. Returns the number fused."""
+    fused = 0
+    for node in graph:
+        if node.name not in graph.nodes:
+            continue
+        match = _hard_swish_match(graph, node)
+        if match is None:
+            continue
+        x_ref, inner = match
+        node.type, node.inputs, node.weights, node.bn, node.tf_type, node.node_def = \
+            "hard_swish", [x_ref], {}, None, "", None
+        node.origin = [o for n in reversed(inner) for o in n.origin] + node.origin
+        for n in inner:
+            graph.remove(n.name)
+        fused += 1
+    return fused
 
 
 def split_affines(graph: Graph) -> int:

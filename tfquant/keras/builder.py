@@ -135,6 +135,10 @@ class Builder:
         elif kind in ("add", "sub"):
             y = QuantAdd(op="add" if kind == "add" else "subtract", activation=q.activation,
                          activation_quantizer=aq, shared_output=q.shared_output, name=name)(self._in(q))
+        elif kind == "affine" and "rescaling" in q.params:     # a Keras op with a number: x + c, x * c
+            scale, offset = q.params["rescaling"]
+            y = QuantAffine(layer=keras.layers.Rescaling(scale, offset), activation=q.activation,
+                            activation_quantizer=aq, shared_output=q.shared_output, name=name)(self._in(q))
         elif kind == "affine":
             ql = QuantAffine(layer=_clone(layer), activation=q.activation, activation_quantizer=aq,
                              shared_output=q.shared_output, name=name)
@@ -161,7 +165,8 @@ class Builder:
         elif kind == "resize":
             y = QuantResize(layer=_clone(layer), name=name)(self._in(q))
         elif kind == "act":
-            y = QuantActivation(activation=q.activation, params=q.params, activation_quantizer=aq,
+            params = dict(q.params, lowering=c.hard_swish) if q.activation == "hard_silu" else q.params
+            y = QuantActivation(activation=q.activation, params=params, activation_quantizer=aq,
                                 shared_output=q.shared_output, name=name)(self._in(q))
         elif kind == "custom":
             inner = _clone(layer)

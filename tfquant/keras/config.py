@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
+from tfquant.core.op_rules import DEFAULT_HARD_SWISH_LOWERING, HARD_SWISH_LOWERINGS
 from tfquant.errors import SpecError
 from tfquant.keras.layers.bn_folding import FOLDINGS
 from tfquant.keras.quantizers import ActivationQuantizer, WeightQuantizer
@@ -32,6 +33,9 @@ class QATConfig:
       bn_folding: "static" (frozen BN statistics, default) or "batch_stats".
       bn_freeze_steps: with "batch_stats", freeze the statistics after this many steps.
       float_layers: names of layers to leave in float (reported).
+      hard_swish: how hard-swish (hard_silu) goes on the device (`core.op_rules.HARD_SWISH_LOWERINGS`):
+        "decomposed" (ADD + RELU6, MUL, MUL, each on a grid of its own: XNNPACK-delegated) or
+        "HARD_SWISH" (the converter's one op); both bit-exact in the exact simulation.
     """
 
     weight_bits: int = 8
@@ -42,6 +46,7 @@ class QATConfig:
     bn_folding: str = "static"
     bn_freeze_steps: Optional[int] = None
     float_layers: Sequence[str] = ()
+    hard_swish: str = DEFAULT_HARD_SWISH_LOWERING
 
     def __post_init__(self):
         self.weight_quantizer()              # validate now: SpecError for 0 / 17 bits, ...
@@ -50,6 +55,8 @@ class QATConfig:
             raise SpecError(f"QATConfig.bn_folding must be one of {FOLDINGS}, got {self.bn_folding!r}.")
         if self.bn_freeze_steps is not None and int(self.bn_freeze_steps) < 0:
             raise SpecError(f"QATConfig.bn_freeze_steps must be >= 0, got {self.bn_freeze_steps}.")
+        if self.hard_swish not in HARD_SWISH_LOWERINGS:
+            raise SpecError(f"QATConfig.hard_swish must be one of {HARD_SWISH_LOWERINGS}, got {self.hard_swish!r}.")
         if isinstance(self.float_layers, str):
             self.float_layers = (self.float_layers,)
 

@@ -18,7 +18,7 @@ from tfquant.core.op_rules import FUSED_ACTIVATIONS
 from tfquant.keras.config import QATConfig
 from tfquant.keras.layer_graph import LayerCall, LayerGraph
 from tfquant.keras.layers.activation import FIXED_RANGE, supported_activations
-from tfquant.keras.layers.affine import AFFINE_LAYERS, affine_problem, scaled_add_scale
+from tfquant.keras.layers.affine import AFFINE_LAYERS, affine_problem, scalar_affine, scaled_add_scale
 from tfquant.keras.layers.conv import KINDS as CONV_KINDS
 from tfquant.keras.layers.layer_norm import layer_norm_problem
 from tfquant.keras.layers.resize import NearestUpSampling
@@ -228,6 +228,12 @@ class Planner:
             if problem:
                 return self.float_op(op, problem, f"normalize over the last axis only, or {HOW_TO_REGISTER}.")
             self.qops.append(PlannedOp("layer_norm", op, op.inputs, op.outputs, op.name))
+            return self.report(op, "quantized", op.name)
+        rescaling = scalar_affine(op)
+        if rescaling is not None:      # x + 3.0, x * (1 / 6): an int8 ADD of / MUL by a constant
+            q = PlannedOp("affine", op, op.inputs, op.outputs, op.name, params={"rescaling": rescaling})
+            self.fuse_activation(q)
+            self.qops.append(q)
             return self.report(op, "quantized", op.name)
         scale = scaled_add_scale(layer)
         if scale is not None and len(op.inputs) == 2:    # InceptionResNetV2's a + b * scale

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tfquant.core.op_rules import DEFAULT_HARD_SWISH_LOWERING, HARD_SWISH_LOWERINGS
 from tfquant.errors import SpecError
 
 STEPS = ("cle", "bias_absorption", "bias_correction", "adaround")
@@ -99,6 +100,9 @@ class PTQConfig:
         encoded images and int64 pixel lists).
       tfrecord_feature: the feature of a .tfrecord calibration file's tf.train.Example records
         to calibrate with (default: the only one).
+      hard_swish: how x * relu6(x + 3) / 6 goes on the device (`core.op_rules.HARD_SWISH_LOWERINGS`):
+        "decomposed" (ADD + RELU6, MUL, MUL: XNNPACK-delegated, faster) or "HARD_SWISH" (the
+        converter's one op, int16 fixed point); both bit-exact in the simulation.
       progress: tqdm progress bars.
       seed: random seed (sampling, AdaRound batches).
     """
@@ -137,6 +141,7 @@ class PTQConfig:
     image_mean: float = 127.5
     image_std: float = 127.5
     tfrecord_feature: Optional[str] = None
+    hard_swish: str = DEFAULT_HARD_SWISH_LOWERING
     progress: bool = True
     seed: int = 0
 
@@ -158,6 +163,7 @@ class PTQConfig:
             self._check("logits_ranges", self.logits_ranges, LOGITS_RANGES)
         self._check("relu6_policy", self.relu6_policy, RELU6_POLICIES)
         self._check("bias_correction", self.bias_correction, BIAS_CORRECTION)
+        self._check("hard_swish", self.hard_swish, HARD_SWISH_LOWERINGS)
         if self.input_range is not None:
             lo, hi = (float(v) for v in self.input_range)
             if not lo < hi:

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
+from tfquant.core.op_rules import HARD_SWISH_TFLITE_OP
 from tfquant.errors import DataError, ModelFileError, SpecError
 from tfquant.graph import (
     Graph,
@@ -30,6 +31,7 @@ from tfquant.graph import (
     assign_quantizers,
     build_function,
     fuse_activations,
+    fuse_hard_swish,
     load_graph,
     split_affines,
 )
@@ -305,6 +307,8 @@ def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None,
     steps = config.active_steps
     report.folded_bn = len(fold_batch_norms(graph))
     report.unfolded_bn = unfolded_batch_norms(graph)
+    if config.hard_swish == HARD_SWISH_TFLITE_OP:
+        fuse_hard_swish(graph)    # x * relu6(x + 3) / 6: one int8 HARD_SWISH, as the converter makes it
     split_affines(graph)          # the rest: int8 MUL / ADD with constants, as the converter makes them
     fuse_activations(graph)
     lap("bn folding")

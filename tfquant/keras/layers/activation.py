@@ -4,13 +4,18 @@ ReLU / ReLU6 right after a Conv / Dense / Add are fused into that layer instead 
 fuses them); this layer is for the others. Softmax and logistic outputs use TFLite's fixed grid
 (scale 1/256, zero point -128), tanh (1/128, 0); the rest get a moving-average range.
 SiLU (swish) is LOGISTIC then MUL on device: its sigmoid is put on the logistic grid first.
+Hard SiLU (hard-swish) is, by `params["lowering"]` (`core.op_rules.HARD_SWISH_LOWERINGS`), either
+ADD of 3 with RELU6, MUL by 1/6 and MUL by x, the first two onto grids of their own ("gate",
+"gate_scaled"), or the converter's one HARD_SWISH op.
 
 Lookup-table ops (`tfquant.core.op_rules.LOOKUP_TABLE_OPS`: GELU, exponential, ...) are
 quantized from their entry alone: its TF function, its own output grid, its exact kernel.
 
 Exact mode: softmax uses `tfquant.core.quantized_softmax` (TFLite's gemmlowp arithmetic),
 LeakyReLU `quantized_leaky_relu` (two requantization multipliers), sigmoid `quantized_logistic`
-(LOGISTIC's table), SiLU `quantized_logistic` then `quantized_mul`, and the lookup-table ops
+(LOGISTIC's table), SiLU `quantized_logistic` then `quantized_mul`, hard SiLU `quantized_add`
+and two `quantized_mul` (decomposed) or `quantized_hard_swish` (HARD_SWISH's int16 fixed point),
+and the lookup-table ops
 `quantized_lookup_table`; the other activations have no integer emulation yet and run the
 fake-quant path (TFLite evaluates them with fixed-point polynomials, which can differ from the
 rounded float by one LSB).
@@ -20,15 +25,25 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfquant.core import (
+    DEFAULT_HARD_SWISH_LOWERING,
     FIXED_OUTPUT_RANGES,
+    HARD_SWISH_LOWERINGS,
+    HARD_SWISH_OFFSET,
+    HARD_SWISH_SCALE,
+    HARD_SWISH_TFLITE_OP,
     LOGISTIC_RANGE,
     LOOKUP_TABLE_OPS,
     QuantSpec,
     fake_quant,
+    hard_swish,
     lookup_table_op,
+    quantized_add,
+    quantized_constant,
+    quantized_hard_swish,
     quantized_leaky_relu,
     quantized_logistic,
     quantized_lookup_table,
@@ -63,7 +78,6 @@ _FN = {
     "leaky_relu": lambda x, negative_slope=0.3: tf.nn.leaky_relu(x, alpha=negative_slope),
     "sigmoid": tf.sigmoid,
     "tanh": tf.tanh,
-    "hard_silu": lambda x: keras.activations.hard_silu(x),
 }
 
 
@@ -83,6 +97,12 @@ class QuantActivation(QuantLayer):
             raise SpecError(f"QuantActivation supports {supported_activations()}, got {activation!r}.")
         self.activation = activation
         self.params = dict(params or {})
+        if activation == "hard_silu":
+            self.params.setdefault("lowering", DEFAULT_HARD_SWISH_LOWERING)
+            if self.params["lowering"] not in HARD_SWISH_LOWERINGS:
+                raise SpecError(f"hard_silu's lowering must be one of {HARD_SWISH_LOWERINGS}, got "
+                                f"{self.params['lowering']!r}.")
+        self.gate_quantizers: dict = {}
         self.activation_quantizer = deserialize(activation_quantizer) or ActivationQuantizer()
         if self.shared_output and activation in FIXED_RANGE:
             raise SpecError(f"{activation} has TFLite's fixed output grid: it cannot share a concat's grid.")
@@ -96,12 +116,21 @@ class QuantActivation(QuantLayer):
             self._build_output_quantizer(FixedQuantizer(*FIXED_RANGE[self.activation]))
         else:
             self._build_output_quantizer(ActivationQuantizer.from_config(self.activation_quantizer.get_config()))
+        if self.decomposed_hard_swish:
+            for name in ("gate", "gate_scaled"):        # relu6(x + 3), relu6(x + 3) * (1 / 6)
+                q = ActivationQuantizer.from_config(self.activation_quantizer.get_config())
+                q.build(self, name)
+                self.gate_quantizers[name] = q
+
+    @property
+    def decomposed_hard_swish(self) -> bool:
+        return self.activation == "hard_silu" and self.params["lowering"] != HARD_SWISH_TFLITE_OP
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def quantizers(self) -> dict:
-        return {} if self.activation in FIXED_RANGE else super().quantizers()
+        return {} if self.activation in FIXED_RANGE else {**super().quantizers(), **self.gate_quantizers}
 
     def call(self, x, training=None):
         training = bool(training)
@@ -128,6 +157,8 @@ class QuantActivation(QuantLayer):
                 return quantized_mul(x, sig, a_range=self.input_range(0), b_range=LOGISTIC_RANGE,
                                      output_range=output_range)
             return self._quantize_output(x * s, training, exact=exact)
+        if self.activation == "hard_silu":
+            return self._hard_swish(x, training)
         y = _FN[self.activation](x, **self.params)
         if self.activation == "leaky_relu":
             alpha = float(self.params.get("negative_slope", 0.3))
@@ -136,6 +167,24 @@ class QuantActivation(QuantLayer):
                 return quantized_leaky_relu(x, alpha, input_range=self.input_range(0), output_range=output_range)
             return self._quantize_output(y, training, exact=exact)
         return self._quantize_output(y, training)
+
+    def _hard_swish(self, x, training: bool):
+        if not self.decomposed_hard_swish:
+            def exact(output_range):
+                return quantized_hard_swish(x, input_range=self.input_range(0), output_range=output_range)
+            return self._quantize_output(hard_swish(x), training, exact=exact)
+        three, three_range = quantized_constant(np.float32(HARD_SWISH_OFFSET))
+        sixth, sixth_range = quantized_constant(np.float32(HARD_SWISH_SCALE))
+        gate_q, scaled_q = self.gate_quantizers["gate"], self.gate_quantizers["gate_scaled"]
+        gate = gate_q(tf.nn.relu6(x + three), training=training)              # ADD + RELU6
+        scaled = scaled_q(gate * sixth, training=training)                     # MUL by 1 / 6
+
+        def exact(output_range):
+            g = quantized_add(x, three, a_range=self.input_range(0), b_range=three_range,
+                              output_range=gate_q.range(), activation="relu6")
+            g = quantized_mul(g, sixth, a_range=gate_q.range(), b_range=sixth_range, output_range=scaled_q.range())
+            return quantized_mul(x, g, a_range=self.input_range(0), b_range=scaled_q.range(), output_range=output_range)
+        return self._quantize_output(x * scaled, training, exact=exact)          # MUL by x
 
     def get_config(self):
         config = super().get_config()

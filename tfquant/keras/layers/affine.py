@@ -6,6 +6,8 @@ MUL by a constant and ADD of a constant of `core.op_rules.AFFINE_TFLITE_OPS`.
   a Normalization. The MUL's output has a grid of its own ("mid"), the ADD's is the layer's
   output grid, a following ReLU / ReLU6 is fused in the last op. The batch norm uses its moving
   statistics (inference form) in training too; gamma and beta train through the fake-quant graph.
+  Keras' arithmetic with a number (`x + 3.0`, `x * (1 / 6)`, `scalar_affine`) is a Rescaling
+  with that scale and offset, quantized the same way.
 - `QuantScaledAdd(scale)`: y = act(a + b * scale), InceptionResNetV2's `CustomScaleLayer`: MUL of
   b by the int8 constant `scale` onto "mid", then ADD of two tensors.
 
@@ -59,6 +61,34 @@ def scaled_add_scale(layer) -> Optional[float]:
     if type(layer) is CustomScaleLayer and isinstance(layer.scale, (int, float)):
         return float(layer.scale)
     return None
+
+
+# Keras' arithmetic ops on a tensor and a number (`x + 3.0`, `x * (1 / 6)`: MobileNetV3's
+# hard-sigmoid): op class name -> (scale, offset) of the affine, from the number and whether the
+# tensor is the first operand.
+_SCALAR_OPS = {
+    "Add": lambda c, first: (1.0, c),
+    "Subtract": lambda c, first: (1.0, -c) if first else None,     # c - x is a SUB of its own
+    "Multiply": lambda c, first: (c, 0.0),
+    "TrueDivide": lambda c, first: (float(np.float32(1.0) / np.float32(c)), 0.0) if first and c != 0 else None,
+}
+
+
+def scalar_affine(call) -> Optional[tuple[float, float]]:
+    """(scale, offset) of a Keras op call x + c, c + x, x - c, x * c, c * x or x / c with c a
+    Python number (an affine with scalar constants: int8 ADD of / MUL by a constant), else None."""
+    node = call.node
+    rule = _SCALAR_OPS.get(type(call.layer).__name__) if node is not None else None
+    if rule is None or not type(call.layer).__module__.startswith("keras.src.ops"):
+        return None
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    if kwargs or len(args) != 2 or len(call.inputs) != 1:
+        return None
+    first = isinstance(args[0], keras.KerasTensor)
+    c = args[1] if first else args[0]
+    if isinstance(c, bool) or not isinstance(c, (int, float, np.floating, np.integer)):
+        return None
+    return rule(float(c), first)      # None for c - x, c / x
 
 
 def _last_axis(v) -> tf.Tensor:
