@@ -45,7 +45,8 @@ GAMMA, ZETA = -0.1, 1.1
 POOL_BYTES = 256 << 20      # a layer's pool of (input window, target) rows, at most
 POOL_ROWS = 16384
 BATCH_BYTES = 4 << 20       # the rows one step gathers, at most (a 5x5 depthwise: ~100 rows)
-CHUNK_SECONDS = 0.25        # a compiled chunk of steps returns to Python about this often
+CHUNK_STEPS = 25            # a compiled chunk of steps (well under a second) returns to Python:
+                            # a fixed count, so where the rounding stops never depends on timing
 
 
 @dataclasses.dataclass
@@ -254,17 +255,15 @@ def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started):
     v = tf.constant(v0.astype(np.float32))
     m = u = tf.zeros_like(v)
     tol = config.adaround_converged
-    done, count, soft = 0, min(25, iters), 1.0
+    done, count, soft = 0, min(CHUNK_STEPS, iters), 1.0
     while done < iters:
-        t0 = time.perf_counter()
         v, m, u, soft_t = fn.chunk(v, m, u, xs_t, ts_t, floor_t, s_t, b_t, tf.constant(done, tf.int32),
                                    tf.constant(count, tf.int32), hp, seed)
         soft = float(soft_t)                         # also waits for the chunk: Ctrl-C lands here
-        per_step = (time.perf_counter() - t0) / count
         done += count
         if tol is not None and done > warm and soft <= tol:
             break
-        count = int(min(iters - done, max(10, CHUNK_SECONDS / max(per_step, 1e-6))))
+        count = min(iters - done, CHUNK_STEPS)
 
     up = (v.numpy() >= 0.0).astype(np.float32)
     learned = on_grid(w_floor + up, s, spec).reshape(w.shape)
