@@ -161,15 +161,21 @@ def quantized_squared_difference(a, b, *, a_range, b_range, output_range):
     return integer_kernels.straight_through(fake, exact)
 
 
-def quantized_rsqrt(x, *, input_range, output_range):
-    """RSQRT of a tensor on its grid (non-negative reals), onto its own output grid."""
-    fake = fake_quant(tf.math.rsqrt(x), *output_range, ACTIVATION)
+def _unary_on_own_grid(x, float_fn: Callable, exact_kernel: Callable, input_range, output_range):
+    """An int8 op of one input onto a grid of its own: float_fn then FakeQuant, or in "exact" mode
+    `exact_kernel(x, input_scale=, input_zero_point=, output_scale=, output_zero_point=)`."""
+    fake = fake_quant(float_fn(x), *output_range, ACTIVATION)
     if not is_exact():
         return fake
     pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
-    exact = integer_kernels.rsqrt(x, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
-                                  output_scale=po.scale, output_zero_point=int(po.zero_point))
+    exact = exact_kernel(x, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
+                         output_scale=po.scale, output_zero_point=int(po.zero_point))
     return integer_kernels.straight_through(fake, exact)
+
+
+def quantized_rsqrt(x, *, input_range, output_range):
+    """RSQRT of a tensor on its grid (non-negative reals), onto its own output grid."""
+    return _unary_on_own_grid(x, tf.math.rsqrt, integer_kernels.rsqrt, input_range, output_range)
 
 
 def quantized_constant(value):
@@ -220,13 +226,7 @@ def quantized_logistic(x, *, input_range):
 def quantized_hard_swish(x, *, input_range, output_range):
     """HARD_SWISH (`op_rules.hard_swish`, x * relu6(x + 3) / 6) of a tensor on its grid, onto its
     own output grid; in "exact" mode the reference kernel's int16 fixed point."""
-    fake = fake_quant(hard_swish(x), *output_range, ACTIVATION)
-    if not is_exact():
-        return fake
-    pi, po = _params(input_range, ACTIVATION), _params(output_range, ACTIVATION)
-    exact = integer_kernels.hard_swish(x, input_scale=pi.scale, input_zero_point=int(pi.zero_point),
-                                       output_scale=po.scale, output_zero_point=int(po.zero_point))
-    return integer_kernels.straight_through(fake, exact)
+    return _unary_on_own_grid(x, hard_swish, integer_kernels.hard_swish, input_range, output_range)
 
 
 def quantized_leaky_relu(x, alpha: float, *, input_range, output_range):
