@@ -211,3 +211,42 @@ def test_mobilenet_v3_block_is_int8_and_exact(route, lowering):
     # stem, the gate's + 3 (PTQ: in the conv's bias); + (+ 3) per decomposed hard-swish
     assert counts["ADD"] == (1 if route == "ptq" else 2) + (0 if fused else 2)
     _assert_exact(result, expected_tensors=12)
+
+
+def nasnet_stem_relus(x_bn):
+    """NASNet's first reduction cell in miniature: the stem's conv (+ batch norm) read by three
+    ReLUs only (one RELU on the device, fused into the conv), a 1x1 conv's output (+ batch norm)
+    read by two ReLUs and an average pool (one standalone RELU), separable convs, adds, a concat;
+    batch norm statistics from one training pass over `x_bn`."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x = keras.Input((16, 16, 3))
+    ip = L.BatchNormalization()(L.Conv2D(8, 3, strides=2, use_bias=False)(x))
+    h = L.BatchNormalization()(L.Conv2D(8, 1, use_bias=False)(L.Activation("relu")(ip)))
+    p = L.SeparableConv2D(8, 3, padding="same")(L.Activation("relu")(ip))
+    q = L.Conv2D(8, 1)(L.Activation("relu")(ip))
+    h1 = L.SeparableConv2D(8, 3, padding="same")(L.Activation("relu")(h))
+    h2 = L.Conv2D(8, 1)(L.Activation("relu")(h))
+    h3 = L.AveragePooling2D(3, strides=1, padding="same")(h)
+    y = L.Concatenate()([L.Add()([p, h1]), L.Add()([q, h2]), L.Add()([h3, p])])
+    model = keras.Model(x, L.Dense(10)(L.GlobalAveragePooling2D()(y)))
+    bns = [layer for layer in model.layers if isinstance(layer, L.BatchNormalization)]
+    for bn in bns:
+        bn.momentum = 0.0
+    model(x_bn, training=True)
+    return model
+
+
+@pytest.mark.parametrize("route", ["ptq", "qat"])
+def test_relus_of_one_tensor_are_one_op_and_exact(route):
+    """NASNetMobile (PTQ 7.5% / QAT 3.8% exact before; first diverging tensor the 1x1 conv after
+    the stem's ReLU, 69%, 2 LSB): the converter merges the ReLUs of one tensor into one op and,
+    where they are all its readers, fuses it into the conv; the simulation rounded the conv's
+    output onto a grid of its own, then each ReLU onto its own (67.8% exact here before)."""
+    x_cal, x_test = _data()
+    tflite, result = _route(nasnet_stem_relus(x_cal), route, x_cal, x_test)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    counts = report.op_counts()
+    assert counts["RELU"] == 1 and counts["CONV_2D"] == 6 and counts["ADD"] == 3
+    _assert_exact(result, expected_tensors=10)

@@ -13,6 +13,9 @@
 - Lookup-table ops (`LOOKUP_TABLE_OPS`): int8 kernels that tabulate a float function over the
   256 input values (EXP, GELU). One entry is all an op of this family needs: QAT quantizes its
   Keras activation, PTQ its TF op, and `core.quantized_lookup_table` is its exact kernel.
+- Merged readers (`merged_readers`): several ReLU / ReLU6 of one tensor are one op on the
+  device (the converter's common-subexpression elimination), on one grid; where they are all the
+  tensor's readers, that op fuses into the producer. Both front ends merge them before fusing.
 - Grid-setting readers (`GRID_SETTING_READERS`, `needs_own_fake_quant`): a same-scale op's
   output read by an average pool, or by a concat on another grid, and by other ops gets a
   FakeQuant of its own, or the converter gives the other readers another tensor.
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -60,6 +63,25 @@ FIXED_OUTPUT_RANGES: dict[str, tuple[float, float]] = {
 # TensorFlow op -> the fixed grid of the TFLite op it becomes.
 FIXED_RANGE_TF_OPS: dict[str, tuple[float, float]] = {
     "Softmax": SOFTMAX_RANGE, "Sigmoid": LOGISTIC_RANGE, "Tanh": TANH_RANGE}
+
+def merged_readers(readers: Sequence[Optional[str]]) -> dict[int, int]:
+    """The readers of one tensor that the converter merges, each reader given as the activation
+    TFLite fuses that it is ("relu", "relu6"; None for any other op): reader index -> the index of
+    the first reader of its kind, which it merges into. The converter's common-subexpression
+    elimination makes identical ops on one tensor one op (and identical FakeQuant ranges one
+    FakeQuant): NASNet's stem output, read by five ReLUs, is one RELU, fused into its conv. The
+    simulation must have one op too, or it rounds the conv's output onto its own grid first."""
+    first: dict[str, int] = {}
+    merged: dict[int, int] = {}
+    for i, act in enumerate(readers):
+        if act is None or act not in FUSED_ACTIVATIONS:
+            continue
+        if act in first:
+            merged[i] = first[act]
+        else:
+            first[act] = i
+    return merged
+
 
 # TFLite ops whose int8 output must keep its input's scale and zero point (TFLite's quantization
 # spec: "inputs and outputs must all have the same scale / zero point"). QAT (Keras layers) and

@@ -172,17 +172,24 @@ def _graph_candidates(simulation, inputs: list[np.ndarray]) -> list[tuple[str, f
               if op.type == "FakeQuantWithMinMaxVars" and op.inputs[0].op.type != "Const"]
     if not fq_ops:
         return []
-    graph_def = frozen.graph.as_graph_def()
-    wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
-    feeds = [wrapped.graph.get_tensor_by_name(t.name) for t in frozen.inputs]
-    fetches = [wrapped.graph.get_tensor_by_name(op.inputs[k].name) for op in fq_ops for k in (1, 2)]
-    fetches += [wrapped.graph.get_tensor_by_name(_simulated_value(op).name) for op in fq_ops]
-    values = [np.asarray(v) for v in wrapped.prune(feeds, fetches)(*[tf.constant(a, tf.float32) for a in inputs])]
+    # Names only from here on, and each copy of the graph (its weights inlined as constants) freed
+    # as soon as the next is made: a large model's frozen graph is hundreds of MB per copy.
+    specs = [QuantSpec(bits=op.get_attr("num_bits"), narrow_range=op.get_attr("narrow_range")) for op in fq_ops]
+    names = [op.name for op in fq_ops]
+    fetch_names = [op.inputs[k].name for op in fq_ops for k in (1, 2)] + [_simulated_value(op).name for op in fq_ops]
+    feed_names = [t.name for t in frozen.inputs]
+    graph_defs = [frozen.graph.as_graph_def()]
+    del frozen, fq_ops
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_defs.pop(), name=""), [])
+    pruned = wrapped.prune([wrapped.graph.get_tensor_by_name(n) for n in feed_names],
+                           [wrapped.graph.get_tensor_by_name(n) for n in fetch_names])
+    del wrapped
+    values = [np.asarray(v) for v in pruned(*[tf.constant(a, tf.float32) for a in inputs])]
+    del pruned
     out = []
-    for i, op in enumerate(fq_ops):
-        spec = QuantSpec(bits=op.get_attr("num_bits"), narrow_range=op.get_attr("narrow_range"))
+    for i, (name, spec) in enumerate(zip(names, specs)):
         scale, zp = converter_params(values[2 * i], values[2 * i + 1], spec)
-        out.append((op.name, float(scale), int(zp), values[2 * len(fq_ops) + i]))
+        out.append((name, float(scale), int(zp), values[2 * len(names) + i]))
     return out
 
 

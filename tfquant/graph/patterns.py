@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfquant.core.op_rules import HARD_SWISH_OFFSET, HARD_SWISH_SCALE, affine_parts
+from tfquant.core.op_rules import HARD_SWISH_OFFSET, HARD_SWISH_SCALE, affine_parts, merged_readers
 from tfquant.graph.ir import ACTIVATION_TYPES, Graph, Node
 
 # the IR types that take a fused ReLU / ReLU6 (TFLite's CONV_2D, ..., ADD, MUL)
@@ -159,9 +159,28 @@ def split_affines(graph: Graph) -> int:
     return made
 
 
+def merge_activations(graph: Graph) -> int:
+    """Merge the ReLU / ReLU6 nodes that read one tensor into the first of each kind
+    (`core.op_rules.merged_readers`: one op on the device). Returns the number merged away."""
+    readers: dict[str, list[Node]] = {}
+    for node in graph:
+        if node.type in ACTIVATION_TYPES:
+            readers.setdefault(node.inputs[0], []).append(node)
+    merged = 0
+    for nodes in readers.values():
+        for dup, kept in merged_readers([n.type for n in nodes]).items():
+            graph.replace_uses(nodes[dup].output(), nodes[kept].output())
+            nodes[kept].origin += nodes[dup].origin
+            graph.remove(nodes[dup].name)
+            merged += 1
+    return merged
+
+
 def fuse_activations(graph: Graph) -> int:
     """Fuse every ReLU / ReLU6 into the linear op, add, or constant MUL / ADD (affine, bias_add)
-    that is its only input's producer (as TFLite fuses them). Returns the number fused."""
+    that is its only input's producer (as TFLite fuses them), after merging the ReLUs that read
+    one tensor (`merge_activations`). Returns the number fused."""
+    merge_activations(graph)
     fused = 0
     for node in graph:
         if node.name not in graph.nodes or node.type not in ACTIVATION_TYPES:

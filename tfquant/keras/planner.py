@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import keras
 
-from tfquant.core.op_rules import FUSED_ACTIVATIONS
+from tfquant.core.op_rules import FUSED_ACTIVATIONS, merged_readers
 from tfquant.keras.config import QATConfig
 from tfquant.keras.layer_graph import LayerCall, LayerGraph
 from tfquant.keras.layers.activation import FIXED_RANGE, supported_activations
@@ -113,15 +113,17 @@ class Planner:
     def __init__(self, graph: LayerGraph, config: QATConfig):
         self.g = graph
         self.config = config
-        self.consumers: dict[int, list[int]] = collections.defaultdict(list)
-        for k, op in enumerate(graph.ops):
-            for t in op.inputs:
-                self.consumers[t].append(k)
-        self.model_outputs = set(graph.outputs)
         self.index = {id(op): k for k, op in enumerate(graph.ops)}
         self.calls = collections.Counter(id(op.layer) for op in graph.ops)
         self.absorbed: set[int] = set()
         self.reports: dict[float, LayerReport] = {}
+        self.merge_activations()
+        self.consumers: dict[int, list[int]] = collections.defaultdict(list)
+        for k, op in enumerate(graph.ops):
+            if k not in self.absorbed:
+                for t in op.inputs:
+                    self.consumers[t].append(k)
+        self.model_outputs = set(graph.outputs)
         self.qops: list[PlannedOp] = []
         self._ids = itertools.count(-1, -1)   # synthetic tensor ids (negative: never an id())
 
@@ -148,6 +150,29 @@ class Planner:
     def float_op(self, op: LayerCall, reason: str, how_to: str = HOW_TO_REGISTER):
         self.qops.append(PlannedOp("float", op, op.inputs, op.outputs, op.name))
         self.report(op, "float", reason=reason, how_to=how_to)
+
+    def merge_activations(self) -> None:
+        """The ReLU / ReLU6 layers that read one tensor become the first of each kind
+        (`core.op_rules.merged_readers`: one op on the device): the others are absorbed, their
+        readers read its output."""
+        readers: dict[int, list[int]] = collections.defaultdict(list)
+        for k, op in enumerate(self.g.ops):
+            if len(op.inputs) == 1 and len(op.outputs) == 1:
+                readers[op.inputs[0]].append(k)
+        alias: dict[int, int] = {}
+        for ks in readers.values():
+            kinds = [_fusable_activation(self.g.ops[k].layer) if self.free(k) else None for k in ks]
+            for dup, kept in merged_readers(kinds).items():
+                j, i = ks[dup], ks[kept]
+                alias[self.g.ops[j].outputs[0]] = self.g.ops[i].outputs[0]
+                self.absorbed.add(j)
+                self.report(self.g.ops[j], "fused", self.g.ops[i].name)
+        if not alias:
+            return
+        self.g.alias.update(alias)
+        for op in self.g.ops:
+            op.inputs = [self.g.canon(t) for t in op.inputs]
+        self.g.outputs = [self.g.canon(t) for t in self.g.outputs]
 
     # -- classification --
     def plan(self) -> list[PlannedOp]:
