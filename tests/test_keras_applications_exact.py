@@ -125,6 +125,14 @@ def _dense_block(x, growth: int = 4):
     return L.Concatenate()([x, y])
 
 
+def _with_bn_statistics(model: keras.Model, x_bn: np.ndarray) -> keras.Model:
+    """`model` with its batch norms' moving statistics set by one training pass over `x_bn`."""
+    for bn in [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]:
+        bn.momentum = 0.0
+    model(x_bn, training=True)
+    return model
+
+
 def densenet_blocks(x_bn):
     """DenseNet121 in miniature: the stem's max pool read by a batch norm and by a concat, two
     dense blocks, a transition (1x1 conv, average pool) read by a batch norm and a concat, and a
@@ -139,11 +147,7 @@ def densenet_blocks(x_bn):
     y = _dense_block(L.AveragePooling2D(2)(y))
     y = L.GlobalAveragePooling2D()(L.Activation("relu")(L.BatchNormalization()(y)))
     model = keras.Model(x, L.Dense(10)(y))
-    bns = [layer for layer in model.layers if isinstance(layer, L.BatchNormalization)]
-    for bn in bns:
-        bn.momentum = 0.0
-    model(x_bn, training=True)
-    return model
+    return _with_bn_statistics(model, x_bn)
 
 
 @pytest.mark.parametrize("route", ["ptq", "qat"])
@@ -230,11 +234,7 @@ def nasnet_stem_relus(x_bn):
     h3 = L.AveragePooling2D(3, strides=1, padding="same")(h)
     y = L.Concatenate()([L.Add()([p, h1]), L.Add()([q, h2]), L.Add()([h3, p])])
     model = keras.Model(x, L.Dense(10)(L.GlobalAveragePooling2D()(y)))
-    bns = [layer for layer in model.layers if isinstance(layer, L.BatchNormalization)]
-    for bn in bns:
-        bn.momentum = 0.0
-    model(x_bn, training=True)
-    return model
+    return _with_bn_statistics(model, x_bn)
 
 
 @pytest.mark.parametrize("route", ["ptq", "qat"])
