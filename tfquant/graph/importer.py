@@ -200,26 +200,16 @@ class _Importer:
         return self._consumer_index.get(r, [])
 
     # ---- typing ------------------------------------------------------------------------
-    def const_input(self, r: str, value: Optional[np.ndarray] = None) -> str:
-        """An IR const node for constant tensor `r` (for pass-through ops), or for `value` under
-        the name of `r` where the importer has worked out a tensor's value itself."""
+    def const_input(self, r: str) -> str:
+        """An IR const node for constant tensor `r` (for pass-through ops)."""
         if r not in self.const_nodes:
             name = "const/" + r.replace(":", "_")
-            value = self.values[r] if value is None else value
+            value = self.values[r]
             self.nodes.append(Node(name=name, type="const", inputs=[], weights={"value": value},
                                    tf_type="Const", out_dtypes=[tf.as_dtype(value.dtype)],
                                    out_shapes=[tf.TensorShape(value.shape)]))
             self.const_nodes[r] = name
         return ref(self.const_nodes[r])
-
-    def _batch_free_shape(self, name: str, shape_ref: str) -> Optional[str]:
-        """A Reshape whose target shape is computed from its input's shape (Keras' Dense on a
-        4-D tensor): a constant [-1, d1, ...] instead, where the output's static shape leaves only
-        the batch dimension open, so the reshape holds for any batch (and any calibration chunk)."""
-        out = self.tf_graph.get_operation_by_name(name).outputs[0].shape
-        if out.rank is None or out.rank == 0 or out[0] is not None or any(d is None for d in out[1:]):
-            return None
-        return self.const_input(shape_ref + "/batch_free", np.asarray([-1] + list(out[1:]), np.int32))
 
     def build(self) -> list[Node]:
         for name in self.topo:
@@ -335,8 +325,7 @@ class _Importer:
         if nd.op == "Reshape" and len(ins) == 2 and not self.is_const(ins[0]):
             node = generic()
             node.type = "reshape"
-            node.inputs = [ins[0], self.const_input(ins[1]) if self.is_const(ins[1]) else
-                           self._batch_free_shape(name, ins[1]) or ins[1]]
+            node.inputs = [ins[0], self.const_input(ins[1]) if self.is_const(ins[1]) else ins[1]]
             return node
         if nd.op == "Softmax" and len(data) == 1:
             return Node(name=name, type="softmax", inputs=data)
