@@ -28,6 +28,8 @@ flags.DEFINE_list("suites", ["efficientnet", "generalization", "fashion_mnist", 
                             "slow_tests"], "Suites to run.")
 flags.DEFINE_bool("update", False, "Replace only the sections of the suites run in the existing --output "
                   "(each section then names the run that wrote it), keeping the others.")
+flags.DEFINE_string("keras_applications_rows", "", "JSON file where the Keras applications sweep keeps each "
+                    "model's rows as it finishes, and skips the models already in it (a resumable sweep).")
 flags.DEFINE_string("readme", "README.md", "README whose headline block a full run of both suites rewrites "
                     "from the new BENCHMARKS.md ('' for none).")
 
@@ -133,7 +135,7 @@ def main(argv) -> int:
     if "keras_applications" in FLAGS.suites and (not quick or FLAGS["suites"].present):
         from benchmarks import suite_keras_applications
 
-        _, text = suite_keras_applications.run(quick)
+        _, text = suite_keras_applications.run(quick, rows_file=FLAGS.keras_applications_rows or None)
         sections.append(text)
     if "scale" in FLAGS.suites and (not quick or FLAGS["suites"].present):
         from benchmarks import suite_scale

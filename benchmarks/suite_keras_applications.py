@@ -164,20 +164,65 @@ def markdown(rows: list[dict], routes: list[str]) -> str:
 QUICK_MODELS = ("MobileNetV3Small", "EfficientNetB0", "ResNet50V2")
 
 
-def run(quick: bool, timeout: float = 1800.0) -> tuple[list[dict], str]:
-    """The sweep as a BENCHMARKS.md section (benchmarks/run.py): all 15 models, or three with --quick."""
-    rows = []
+def _commit() -> str:
+    """The checkout's short commit (with "+changes" when its tracked files differ), or "unknown"."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "tfquant", "benchmarks"],
+                               cwd=here).returncode != 0
+        return rev + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _load_rows(path: Optional[str]) -> list[dict]:
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def _save_rows(path: Optional[str], rows: list[dict]) -> None:
+    if path:
+        from tfquant.io_utils import write_bytes_atomic
+
+        write_bytes_atomic(path, json.dumps(rows, indent=1).encode())
+
+
+def run(quick: bool, timeout: float = 1800.0, rows_file: Optional[str] = None) -> tuple[list[dict], str]:
+    """The sweep as a BENCHMARKS.md section (benchmarks/run.py): all 15 models, or three with --quick.
+
+    With `rows_file`, each model's rows are saved there as soon as it is done (with the commit that
+    measured them) and a model already in the file is not run again: a sweep that takes hours can be
+    stopped and resumed, and the section says which commit measured which model.
+    """
+    rows = _load_rows(rows_file)
+    done = {r["model"] for r in rows}
     started = time.perf_counter()
     for m in QUICK_MODELS if quick else MODELS:
-        got = run_subprocess(m, list(ROUTES), timeout)
+        if m in done:
+            continue
+        commit = _commit()
+        got = [dict(r, commit=commit) for r in run_subprocess(m, list(ROUTES), timeout)]
         rows += got
+        _save_rows(rows_file, rows)
         print(f"[benchmarks] keras_applications {m}: " + "; ".join(f"{r['route']}: {_cell(r)}" for r in got),
               flush=True)
+    wanted = set(QUICK_MODELS if quick else MODELS)
+    rows = [r for r in rows if r["model"] in wanted]
+    commits = sorted({r.get("commit", "unknown") for r in rows})
+    measured = (f"measured at commit {commits[0]}" if len(commits) == 1 else
+                "measured over several commits: " + "; ".join(
+                    f"{c}: " + ", ".join(dict.fromkeys(r["model"] for r in rows if r.get("commit", "unknown") == c))
+                    for c in commits))
     text = (f"## Keras applications: float ops left and sim = TFLite exactness, both routes\n\n"
             f"`keras.applications.X(weights=None, input_shape={INPUT_SHAPE}, classes={CLASSES})`, batch norm "
             f"statistics from one training-mode pass over {N_BN} uniform [-1, 1] inputs, {N_CAL} calibration "
             f"and {N_TEST} test inputs drawn apart (benchmarks/suite_keras_applications.py; "
-            f"{time.perf_counter() - started:.0f} s).\n\n" + markdown(rows, list(ROUTES)) + "\n")
+            f"{time.perf_counter() - started:.0f} s in this run; {measured}).\n\n"
+            + markdown(rows, list(ROUTES)) + "\n")
     return rows, text
 
 
@@ -186,7 +231,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated application names")
     parser.add_argument("--routes", default=",".join(ROUTES), help="comma-separated: ptq,qat,converter")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per model")
-    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--json", default=None, help="write the rows to this file after each model")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     routes = [r for r in args.routes.split(",") if r]
@@ -203,13 +248,11 @@ def main(argv=None) -> None:
     rows = []
     for m in models:
         start = time.perf_counter()
-        got = run_subprocess(m, routes, args.timeout)
+        got = [dict(r, commit=_commit()) for r in run_subprocess(m, routes, args.timeout)]
         rows += got
+        _save_rows(args.json, rows)
         print(f"{m}: {time.perf_counter() - start:.0f} s: " + "; ".join(
             f"{r['route']}: {_cell(r)}" for r in got), file=sys.stderr, flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
     print(markdown(rows, routes))
 
 
