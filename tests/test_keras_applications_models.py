@@ -1,0 +1,59 @@
+"""Issue 15: whole Keras applications (weights=None, small input), not miniatures. PTQ starts from
+the model's SavedModel (`model.export`, the file a user hands to `tfquant-convert`), QAT from the
+Keras model; each flatbuffer must keep no more float ops than the TFLite converter's own PTQ of the
+same model and be 100% exact under the reference kernels. The 15-model sweep at 96x96 is
+`benchmarks/suite_keras_applications.py`."""
+from __future__ import annotations
+
+import collections
+
+import keras
+import numpy as np
+import pytest
+
+import tfquant
+from benchmarks.peers.converter_ptq import converter_ptq
+
+SHAPE = (32, 32, 3)
+
+
+def _application(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """The application with BN statistics from one training pass, calibration and test inputs."""
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(weights=None, input_shape=SHAPE, classes=10)
+    rng = np.random.default_rng(0)
+    bns = [la for la in model._flatten_layers(include_self=False)
+           if isinstance(la, keras.layers.BatchNormalization)]
+    for bn in bns:
+        bn.momentum = 0.0
+    model(rng.uniform(-1, 1, (32, *SHAPE)).astype(np.float32), training=True)
+    return (model, rng.uniform(-1, 1, (32, *SHAPE)).astype(np.float32),
+            rng.uniform(-1, 1, (4, *SHAPE)).astype(np.float32))
+
+
+def _float_ops(tflite: bytes) -> collections.Counter:
+    return collections.Counter(op.op for op in tfquant.inspect(tflite).float_ops)
+
+
+def _assert_exact(result) -> None:
+    assert result.exact_fraction == 1.0 and result.max_lsb == 0, result.table()
+    assert result.tensors and all(t.exact == 1.0 for t in result.tensors), result.table()
+
+
+@pytest.mark.parametrize("name", ["MobileNetV3Small", pytest.param("EfficientNetB0", marks=pytest.mark.slow)])
+def test_application_ptq_from_saved_model_and_qat_are_int8_and_exact(name, tmp_path):
+    model, x_cal, x_test = _application(name)
+    converter_floats = _float_ops(converter_ptq(model, x_cal))
+    assert converter_floats == collections.Counter(), converter_floats   # the converter: all int8
+
+    model.export(str(tmp_path / "saved_model"), verbose=False)
+    sim = tfquant.ptq(str(tmp_path / "saved_model"), x_cal, progress=False)
+    tflite = sim.to_tflite()
+    assert _float_ops(tflite) == converter_floats
+    _assert_exact(sim.verify(x_test, kernels=("reference",)))
+
+    qmodel = tfquant.quantize_model(model)
+    tfquant.calibrate(qmodel, x_cal)
+    tflite = tfquant.to_tflite(qmodel)
+    assert _float_ops(tflite) == converter_floats
+    _assert_exact(tfquant.verify(tflite, qmodel, x_test, kernels=("reference",)))
