@@ -147,3 +147,19 @@ def test_int8_models_unchanged():
     from tfquant.export.int16 import fix_int16
     m8 = tfquant.to_tflite(island(int16=False))
     assert fix_int16(m8) is m8
+
+
+def test_verify_names_int16_ops(int16_model):
+    result = tfquant.verify(int16_model, island(), X[:4], kernels=("reference",), intermediate_samples=0,
+                            batch_size=1)
+    assert result.int16_ops == ["#3 CONV_2D"]
+    assert "int16 ops (1): #3 CONV_2D" in result.table()
+    assert result.max_lsb <= 3
+
+
+def test_plan_int16_is_a_clear_error():
+    from tfquant.core.plan import QuantPlan
+    from tfquant.errors import SpecError
+    plan = QuantPlan(qid={"t:0": "q0"}, owners={"q0": ["t:0"]}, fixed={})
+    with pytest.raises(SpecError, match="tfquant.export.int16"):
+        plan.set_precision("q0", "int16")

@@ -3,8 +3,12 @@
     python -m tools.probe_int16            # prints one table per route
 
 a. the converter's own 16x8 PTQ mode (EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8);
-b. a FakeQuant graph whose activations are 16-bit (narrow range, symmetric: zero point 0);
-c. (b) with the bias of every int16-input op rewritten from INT32 to INT64 in the flatbuffer.
+b. a FakeQuant graph whose activations are 16-bit (narrow range, symmetric: zero point 0) on
+   chosen tensors, as the converter writes it, and with the bias of every int16-input op rewritten
+   from INT32 to INT64 in the flatbuffer (c);
+d. one op at a time between `requantize_boundary`s (int8 -> QUANTIZE -> int16 op -> QUANTIZE ->
+   int8) through `tfquant.to_tflite` (which does the fix-up): does it convert and run, and how far
+   the interpreter is from the FakeQuant graph.
 Each row: op, input / output / bias dtypes, and the interpreter's error against the float
 (a) or FakeQuant (b, c) graph in output LSB.
 """
@@ -168,12 +172,6 @@ def errors_in_lsb(model: bytes, ref_fn, xs: np.ndarray) -> tuple[float, float]:
     return float(err.max()), float(err.mean())
 
 
-def internal_error(model: bytes, ref_fn, xs, name_of_op: str = "CONV_2D") -> dict:
-    """Per int16-output op error in its own LSB, via preserve_all_tensors against the float ops
-    is not available by name; we report the model output only (see errors_in_lsb)."""
-    return {}
-
-
 CHOICES = (["conv"], ["depthwise"], ["conv1x1"], ["add"], ["mul"], ["mul", "relu6"], ["concat"], ["avgpool"],
            ["maxpool"], ["concat", "avgpool", "maxpool"], ["logistic"], ["tanh"], ["add2"], ["pad"], ["resize"],
            ["mean"], ["reshape"], ["dense"], ["softmax"], ["in"], ["in", "conv"])
@@ -209,5 +207,75 @@ def main() -> None:
                 print(f"  {label}: interpreter fails: {str(e)[:200]}")
 
 
+def one_op_island(op: str):
+    """x (int8) -> boundary -> int16 -> op (int16) -> boundary -> int8."""
+    from tfquant.core import QuantSpec, fake_quant
+    from tfquant.export.int16 import INT16_ACTIVATION, requantize_boundary
+
+    a8 = QuantSpec.activation()
+    rng = np.random.default_rng(2)
+    k = rng.normal(0, 0.3, (3, 3, 8, 8)).astype(np.float32)
+    dk = rng.normal(0, 0.3, (3, 3, 8, 1)).astype(np.float32)
+    wd = rng.normal(0, 0.1, (8, 8)).astype(np.float32)
+    w8 = QuantSpec(bits=8, signed=True, symmetric=True, narrow_range=True)
+
+    def wq(w):
+        m = float(np.abs(w).max())
+        return fake_quant(tf.constant(w), -m, m, w8)
+    body = {
+        "CONV_2D": lambda x: tf.nn.conv2d(x, wq(k), 1, "SAME") + 0.5,
+        "DEPTHWISE_CONV_2D": lambda x: tf.nn.depthwise_conv2d(x, wq(dk), [1, 1, 1, 1], "SAME") + 0.5,
+        "FULLY_CONNECTED": lambda x: tf.reshape(tf.matmul(tf.reshape(x, [-1, 8]), wq(wd)) + 0.5, [1, 8, 8, 8]),
+        "ADD": lambda x: x + tf.nn.relu(x) * 0.0 + x[:, ::-1],
+        "MUL": lambda x: x * x[:, ::-1],
+        "CONCATENATION": lambda x: tf.concat([x, x[:, ::-1]], -1)[..., ::2],
+        "AVERAGE_POOL_2D": lambda x: tf.image.resize(tf.nn.avg_pool2d(x, 2, 2, "VALID"), (8, 8), "nearest"),
+        "MAX_POOL_2D": lambda x: tf.image.resize(tf.nn.max_pool2d(x, 2, 2, "VALID"), (8, 8), "nearest"),
+        "MEAN": lambda x: x - tf.reduce_mean(x, axis=[1, 2], keepdims=True),
+        "RELU6": lambda x: tf.nn.relu6(x * 4.0),
+        "LOGISTIC": lambda x: tf.sigmoid(x * 4.0),
+        "TANH": lambda x: tf.tanh(x * 4.0),
+        "SOFTMAX": lambda x: tf.nn.softmax(x * 4.0),
+        "RESIZE_BILINEAR": lambda x: tf.image.resize(x[:, ::2, ::2], (8, 8), "bilinear"),
+        "PAD": lambda x: tf.pad(x[:, 1:-1, 1:-1], [[0, 0], [1, 1], [1, 1], [0, 0]]),
+    }[op]
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 8), tf.float32)])
+    def f(x):
+        x = fake_quant(x, -1.0, 1.0, a8)
+        x = fake_quant(requantize_boundary(x), -1.0, 1.0, INT16_ACTIVATION)
+        y = fake_quant(body(x), -4.0, 4.0, INT16_ACTIVATION)
+        return fake_quant(requantize_boundary(y), -4.0, 4.0, a8)
+    return f
+
+
+def main_islands() -> None:
+    import tfquant
+
+    print("== d. one op in int16 between requantize_boundary (tfquant.to_tflite) ==")
+    xs = np.random.default_rng(3).uniform(-1, 1, (16, 8, 8, 8)).astype(np.float32)
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "CONCATENATION",
+               "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "RELU6", "LOGISTIC", "TANH", "SOFTMAX",
+               "RESIZE_BILINEAR", "PAD"):
+        f = one_op_island(op)
+        try:
+            m = tfquant.to_tflite(f)
+        except Exception as e:  # noqa: BLE001
+            print(f"  {op:<18} refused: {' '.join(str(e).split())[:230]}")
+            continue
+        r = inspect(m)
+        int16_ops = sorted({o.op for o in r.ops if any(r.tensors[i].dtype == "INT16" for i in o.outputs)
+                            and o.op != "QUANTIZE"})
+        biases = sorted({r.tensors[o.inputs[2]].dtype for o in r.ops
+                         if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(o.inputs) > 2})
+        try:
+            mx, mean = errors_in_lsb(m, f, xs)
+            print(f"  {op:<18} int16 ops {int16_ops} bias {biases}: vs FakeQuant max {mx:.2f} mean {mean:.3f} int8 LSB")
+        except Exception as e:  # noqa: BLE001
+            print(f"  {op:<18} int16 ops {int16_ops}: interpreter fails: {' '.join(str(e).split())[:200]}")
+
+
 if __name__ == "__main__":
+    main()
+    main_islands()
     main()
