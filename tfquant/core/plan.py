@@ -42,6 +42,12 @@ from tfquant.io_utils import write_bytes_atomic
 PRECISIONS = ("int8", "float")
 ACTIVATION_SPEC = QuantSpec.activation()
 FORMAT = "tfquant.QuantPlan/1"
+INT16_NOT_IN_PLAN = (
+    "precision 'int16' is not a plan precision yet: the PTQ and QAT emitters write 8-bit activation "
+    "FakeQuants only. LiteRT runs 16-bit activations (int16x8) when every op of the int16 part reads "
+    "and writes int16: build that part with tfquant.export.int16 (INT16_ACTIVATION FakeQuants, "
+    "requantize_boundary at its edges) and export it with tfquant.to_tflite; or keep the tensor in "
+    "'float'.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +139,8 @@ class QuantPlan:
     def set_precision(self, names, precision: str) -> list[str]:
         """Set the precision of entries, by id / weight name, by tensor, or by fnmatch pattern
         (matched against entry names and tensor names). Returns the entries changed."""
+        if precision == "int16":
+            raise SpecError(INT16_NOT_IN_PLAN)
         if precision not in PRECISIONS:
             raise SpecError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         names = [names] if isinstance(names, str) else list(names)

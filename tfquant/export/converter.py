@@ -19,6 +19,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from tfquant.core.integer_kernels import has_emulation_ops, simulation_mode
 from tfquant.errors import ExportError, cause_text
+from tfquant.export.int16 import fix_int16
 from tfquant.io_utils import write_bytes_atomic
 
 FAKE_QUANT_OPS = frozenset({
@@ -157,7 +158,9 @@ def _check_activation_bits(fn) -> None:
 
     The converter stores activations as int8 (or int4, which few kernels run) whatever a
     FakeQuant's num_bits says: a 5-bit activation FakeQuant would silently get an 8-bit scale
-    on the device. Weights (FakeQuants fed only by constants and variables) may use 4..8 bits.
+    on the device. 16-bit activations (int16x8) must be narrow-range (zero point 0; the rest is
+    checked on the flatbuffer, `int16.fix_int16`). Weights (FakeQuants fed only by constants and
+    variables) may use 4..8 bits.
     """
     graph = fn.graph
     inputs = {t.op.name for t in fn.inputs if t.dtype != tf.resource}
@@ -179,11 +182,17 @@ def _check_activation_bits(fn) -> None:
             raise ExportError(
                 f"FakeQuant {op.name!r} uses {bits} bits: the TFLite converter writes a wrong zero "
                 "point for weights under 4 bits (int4 storage). Use 4..8-bit weights.")
-        if bits != 8 and fed_by_data(op.inputs[0], set()):
+        if bits == 16 and not op.get_attr("narrow_range") and fed_by_data(op.inputs[0], set()):
             raise ExportError(
-                f"FakeQuant {op.name!r} quantizes an activation to {bits} bits, but TFLite's int8 "
-                "kernels run 8-bit activations (the converter would silently use an 8-bit scale). "
-                "Use 8-bit activations; weights may use 4..8 bits.")
+                f"FakeQuant {op.name!r} quantizes an activation to 16 bits without narrow_range: LiteRT's "
+                "int16 kernels need zero point 0, i.e. a narrow-range symmetric grid "
+                "(tfquant.export.int16.INT16_ACTIVATION, range [-m, m]).")
+        if bits not in (8, 16) and fed_by_data(op.inputs[0], set()):
+            raise ExportError(
+                f"FakeQuant {op.name!r} quantizes an activation to {bits} bits, but TFLite runs 8-bit "
+                "(int8) or 16-bit (int16x8) activations only (the converter would silently use an "
+                "8-bit scale). Use 8-bit activations (16-bit: see tfquant.export.int16); weights may "
+                "use 4..8 bits.")
 
 
 LOOP_OPS = frozenset({"While", "StatelessWhile"})
@@ -227,6 +236,16 @@ def check_allocates(data: bytes) -> None:
             "remove it from the quantized model or compute it outside. Nothing was written.") from None
 
 
+def _int16_hint(e: Exception) -> str:
+    """Why the converter refuses a graph mixing int8 and int16 around an op."""
+    text = str(e)
+    if "i16" not in text and "same element type" not in text and "element type needs to match" not in text:
+        return ""
+    return (" (an op reads int8 and writes int16 or the reverse: every LiteRT int16 kernel reads and "
+            "writes int16; put tfquant.export.int16.requantize_boundary between the 8-bit and the "
+            "16-bit FakeQuant)")
+
+
 def to_tflite(graph: Exportable, path: Optional[Union[str, os.PathLike]] = None, *,
               int8_io: bool = False, plan=None) -> bytes:
     """Convert a FakeQuant graph to a TFLite flatbuffer with int8 kernels.
@@ -258,7 +277,8 @@ def to_tflite(graph: Exportable, path: Optional[Union[str, os.PathLike]] = None,
     try:
         data = converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises many types
-        raise ExportError(f"The TFLite converter rejected the graph: {cause_text(e, 300)}") from None
+        raise ExportError(f"The TFLite converter rejected the graph: {cause_text(e, 300)}{_int16_hint(e)}") from None
+    data = fix_int16(data)       # the same bytes unless the graph has 16-bit activations
     check_allocates(data)
     if path is not None:
         write_bytes_atomic(path, data)

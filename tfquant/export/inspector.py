@@ -99,6 +99,11 @@ class ModelReport:
         what mixed precision kept in float (or in int16)."""
         return [t for t in self.activation_tensors if t.dtype not in ("INT8", "INT32")]
 
+    @property
+    def int16_tensors(self) -> list[TensorInfo]:
+        """Activation tensors held in int16 (TFLite int16x8: 16-bit activations, int8 weights)."""
+        return [t for t in self.tensors if not t.is_constant and t.dtype == "INT16"]
+
     def _edge_of_io(self, index: int) -> bool:
         """A float tensor between a model input / output and its QUANTIZE / DEQUANTIZE."""
         producer = self.producer(index)
@@ -144,6 +149,7 @@ class ModelReport:
             "op_counts": self.op_counts(),
             "float_ops": [op.index for op in self.float_ops],
             "non_int8_tensors": [t.index for t in self.non_int8_tensors],
+            "int16_tensors": [t.index for t in self.int16_tensors],
             "weight_bytes": self.weight_bytes,
             "ops": [op.to_dict() for op in self.ops],
             "tensors": [t.to_dict() for t in self.tensors],
@@ -161,6 +167,9 @@ class ModelReport:
                  f"non-int8 activation tensors: {len(self.non_int8_tensors)}" +
                  (" (" + ", ".join(f"{_short(t.name, 40)} {t.dtype}" for t in self.non_int8_tensors) + ")"
                   if self.non_int8_tensors else "")]
+        if self.int16_tensors:
+            lines.append(f"int16 activation tensors: {len(self.int16_tensors)} (" +
+                         ", ".join(_short(t.name, 40) for t in self.int16_tensors) + ")")
         lines.append(f"{'#':>3} {'op':<22} {'tensor':<44} {'type':<7} {'shape':<18} quantization")
         for op in self.ops:
             first = True

@@ -25,6 +25,7 @@ from tfquant.core.integer_kernels import simulation_mode
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import DataError, KernelAbortError
 from tfquant.export.converter import concrete_function_of, is_ptq_result, with_plan
+from tfquant.export.inspector import inspect
 from tfquant.export.interpreter import TFLiteRunner
 
 
@@ -63,6 +64,7 @@ class VerificationResult:
     tensors: list[Fidelity]          # intermediate tensors (reference kernels)
     samples: int
     not_run: dict = dataclasses.field(default_factory=dict)   # kernel set -> why it could not run
+    int16_ops: list = dataclasses.field(default_factory=list)  # "#i OP" of ops computing in int16
 
     def _ref(self) -> list[OutputReport]:
         return [o for o in self.outputs if o.kernels == "reference"] or self.outputs
@@ -104,6 +106,10 @@ class VerificationResult:
                          f"{db(o.sqnr_vs_float_db):>10}")
         for kernels, why in self.not_run.items():
             lines.append(f"{kernels:<10} not run: {why}")
+        if self.int16_ops:
+            lines.append(f"int16 ops ({len(self.int16_ops)}): {', '.join(self.int16_ops)}: the simulation has no "
+                         "exact int16 kernels (FakeQuant rounding only); their error is in the figures above "
+                         "and, where matched, in the int16 tensors below")
         if self.tensors:
             lines.append(f"intermediate tensors (reference kernels): {len(self.tensors)}")
             for f in self.tensors:
@@ -331,7 +337,11 @@ def verify(model, simulation: Callable, inputs, float_model: Optional[Callable] 
                 top1_vs_float=None if fl is None else top1_agreement(fl, actual_float),
                 sqnr_vs_float_db=None if fl is None else sqnr_db(fl, actual_float),
                 sqnr_vs_simulation_db=sqnr_db(sim.reshape(q.shape), actual_float)))
-    result = VerificationResult(outputs=reports, tensors=tensors, samples=int(arrays[0].shape[0]), not_run=not_run)
+    report = inspect(model)
+    int16_ops = [f"#{op.index} {op.op}" for op in report.ops if op.op not in ("QUANTIZE", "DEQUANTIZE")
+                 and any(report.tensors[i].dtype == "INT16" for i in op.outputs)]
+    result = VerificationResult(outputs=reports, tensors=tensors, samples=int(arrays[0].shape[0]), not_run=not_run,
+                                int16_ops=int16_ops)
     if print_table:
         print(result.table())
     return result
