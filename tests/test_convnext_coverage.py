@@ -153,6 +153,7 @@ def convnext_miniature():
     return model
 
 
+@pytest.mark.slow
 def test_convnext_qat_leaves_no_more_float_ops_than_the_converter_and_is_exact():
     """ConvNeXtTiny's QAT export kept 18 ADD and 14 CONV_2D in float (the converter: 23 NEG
     only): the residual `inputs + x` is a Keras op, not an Add layer, so it had no FakeQuant and
@@ -176,3 +177,46 @@ def test_convnext_qat_leaves_no_more_float_ops_than_the_converter_and_is_exact()
     for conv in report.ops_of_type("CONV_2D"):
         assert {report.tensors[i].dtype for i in conv.inputs[:2] + conv.outputs} == {"INT8"}
     _assert_exact(result, expected_tensors=20)
+
+
+def residual_layer_scale_blocks():
+    """Two ConvNeXt-style residual blocks without the norm: grouped 3x3 conv, Dense on 4-D,
+    LayerScale, and the residual as Keras' `a + b` (the op, not an Add layer)."""
+    from keras.src.applications.convnext import LayerScale  # Keras-private
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(1)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same")(x)
+    scales = []
+    for _ in range(2):
+        z = keras.layers.Conv2D(8, 3, padding="same", groups=8)(y)
+        z = keras.layers.Dense(8)(z)
+        scale = LayerScale(1e-6, 8)
+        scales.append(scale)
+        y = y + scale(z)
+    model = keras.Model(x, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(y)))
+    for scale in scales:
+        scale.set_weights([rng.uniform(0.2, 1.0, 8).astype(np.float32)])
+    return model
+
+
+def test_residual_op_layer_scale_and_grouped_conv_are_int8_and_exact():
+    """The QAT half of the ConvNeXt test above, small: the residual `y + x` had no FakeQuant (an
+    ADD and the grouped conv reading it stayed float), LayerScale's MUL and the grouped conv
+    were int8 with unsimulated weights. Each is now a tfquant layer: ADD, MUL by the int8
+    constant gamma (`op_rules.AFFINE_TFLITE_OPS`), grouped CONV_2D, all int8 and exact."""
+    x_cal, x_test = _data()
+    qmodel = tfquant.quantize_model(residual_layer_scale_blocks())
+    kinds = {type(layer).__name__ for layer in qmodel.layers}
+    assert {"QuantAdd", "QuantAffine", "QuantConv"} <= kinds, kinds
+    assert tfquant.keras.quantization_report(qmodel).float_layers == []
+    tfquant.calibrate(qmodel, x_cal)
+    tflite = tfquant.to_tflite(qmodel)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    counts = report.op_counts()
+    assert (counts["CONV_2D"], counts["ADD"], counts["MUL"]) == (3, 2, 2), counts
+    grouped = [op for op in report.ops_of_type("CONV_2D") if report.tensors[op.inputs[1]].shape[-1] == 1]
+    assert len(grouped) == 2 and all(report.tensors[op.inputs[1]].per_channel for op in grouped)
+    _assert_exact(tfquant.verify(tflite, qmodel, x_test, kernels=("reference",)), expected_tensors=10)

@@ -3,8 +3,9 @@ MUL by a constant and ADD of a constant of `core.op_rules.AFFINE_TFLITE_OPS`.
 
 - `QuantAffine(layer)`: y = act(x * scale + offset) for a BatchNormalization that does not follow
   a Conv/Dense (pre-activation ResNetV2, DenseNet, BN after an add or a concat), a Rescaling, a
-  Normalization, or ConvNeXt's LayerScale (x * gamma: the MUL alone, gamma trains). The MUL's output has a grid of its own ("mid"), the ADD's is the layer's
-  output grid, a following ReLU / ReLU6 is fused in the last op. The batch norm uses its moving
+  Normalization, or ConvNeXt's LayerScale (x * gamma: the MUL alone, gamma trains). The MUL's
+  output has a grid of its own ("mid"), the ADD's is the layer's output grid, a following
+  ReLU / ReLU6 is fused in the last op. The batch norm uses its moving
   statistics (inference form) in training too; gamma and beta train through the fake-quant graph.
   Keras' arithmetic with a number (`x + 3.0`, `x * (1 / 6)`, `scalar_affine`) is a Rescaling
   with that scale and offset, quantized the same way.
