@@ -122,3 +122,101 @@ def test_layer_norm_is_the_converters_int8_ops_and_exact(route):
         node, = report.ops_of_type(op)
         assert {report.tensors[i].dtype for i in node.inputs + node.outputs} == {"INT8"}
     _assert_exact(result, expected_tensors=12 if route == "ptq" else 7)   # QAT: one per Keras layer
+
+
+def convnext_miniature():
+    """keras.applications' ConvNeXt in miniature, built from its own layers: the preprocessing
+    Normalization, the stem (4x4 conv, LayerNormalization), two blocks (grouped 7x7 conv,
+    LayerNormalization, Dense x4 on 4-D, exact GELU, Dense back, LayerScale, residual `a + b`),
+    a downsampling layer (LayerNormalization, 2x2 conv), one more block and the head. LayerScale
+    and LayerNormalization weights are trained-looking (init 1e-6 would make every block vanish)."""
+    from keras.src.applications import convnext  # Keras-private: ConvNeXtBlock, PreStem, Head
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((32, 32, 3))
+    y = convnext.PreStem(name="mini")(x)
+    y = keras.Sequential([keras.layers.Conv2D(8, 4, strides=4, name="stem_conv"),
+                          keras.layers.LayerNormalization(epsilon=1e-6, name="stem_layernorm")], name="stem")(y)
+    for j in range(2):
+        y = convnext.ConvNeXtBlock(8, name=f"stage_0_block_{j}")(y)
+    y = keras.Sequential([keras.layers.LayerNormalization(epsilon=1e-6, name="downsampling_layernorm"),
+                          keras.layers.Conv2D(16, 2, strides=2, name="downsampling_conv")], name="downsampling")(y)
+    y = convnext.ConvNeXtBlock(16, name="stage_1_block_0")(y)
+    model = keras.Model(x, convnext.Head(10, name="mini")(y))
+    rng = np.random.default_rng(1)
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, convnext.LayerScale):
+            layer.set_weights([rng.uniform(0.2, 1.0, layer.projection_dim).astype(np.float32)])
+        elif isinstance(layer, keras.layers.LayerNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n).astype(np.float32), rng.normal(0, 0.3, n).astype(np.float32)])
+    return model
+
+
+@pytest.mark.slow
+def test_convnext_qat_leaves_no_more_float_ops_than_the_converter_and_is_exact():
+    """ConvNeXtTiny's QAT export kept 18 ADD and 14 CONV_2D in float (the converter: 23 NEG
+    only): the residual `inputs + x` is a Keras op, not an Add layer, so it had no FakeQuant and
+    the grouped 7x7 conv reading it ran in float; LayerScale and the grouped conv had no QAT
+    lowering either (their MUL / CONV_2D int8 but their weights unsimulated: 1-9 LSB inside).
+    Now the residual is QuantAdd, LayerScale the affine's MUL, the grouped conv a QuantConv."""
+    from benchmarks.peers.converter_ptq import converter_ptq
+
+    x_cal, x_test = _data((32, 32, 3), n_test=8)
+    model = convnext_miniature()
+    qmodel = tfquant.quantize_model(model)
+    assert tfquant.keras.quantization_report(qmodel).float_layers == []
+    tfquant.calibrate(qmodel, x_cal)
+    tflite = tfquant.to_tflite(qmodel)
+    result = tfquant.verify(tflite, qmodel, x_test, kernels=("reference",))
+    report = tfquant.inspect(tflite)
+    converter = tfquant.inspect(converter_ptq(model, x_cal))
+    assert sorted(op.op for op in report.float_ops) == sorted(op.op for op in converter.float_ops) == ["NEG"] * 6
+    counts = report.op_counts()
+    assert counts["CONV_2D"] == converter.op_counts()["CONV_2D"] == 5, counts     # stem, 3 grouped, downsampling
+    for conv in report.ops_of_type("CONV_2D"):
+        assert {report.tensors[i].dtype for i in conv.inputs[:2] + conv.outputs} == {"INT8"}
+    _assert_exact(result, expected_tensors=20)
+
+
+def residual_layer_scale_blocks():
+    """Two ConvNeXt-style residual blocks without the norm: grouped 3x3 conv, Dense on 4-D,
+    LayerScale, and the residual as Keras' `a + b` (the op, not an Add layer)."""
+    from keras.src.applications.convnext import LayerScale  # Keras-private
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(1)
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same")(x)
+    scales = []
+    for _ in range(2):
+        z = keras.layers.Conv2D(8, 3, padding="same", groups=8)(y)
+        z = keras.layers.Dense(8)(z)
+        scale = LayerScale(1e-6, 8)
+        scales.append(scale)
+        y = y + scale(z)
+    model = keras.Model(x, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(y)))
+    for scale in scales:
+        scale.set_weights([rng.uniform(0.2, 1.0, 8).astype(np.float32)])
+    return model
+
+
+def test_residual_op_layer_scale_and_grouped_conv_are_int8_and_exact():
+    """The QAT half of the ConvNeXt test above, small: the residual `y + x` had no FakeQuant (an
+    ADD and the grouped conv reading it stayed float), LayerScale's MUL and the grouped conv
+    were int8 with unsimulated weights. Each is now a tfquant layer: ADD, MUL by the int8
+    constant gamma (`op_rules.AFFINE_TFLITE_OPS`), grouped CONV_2D, all int8 and exact."""
+    x_cal, x_test = _data()
+    qmodel = tfquant.quantize_model(residual_layer_scale_blocks())
+    kinds = {type(layer).__name__ for layer in qmodel.layers}
+    assert {"QuantAdd", "QuantAffine", "QuantConv"} <= kinds, kinds
+    assert tfquant.keras.quantization_report(qmodel).float_layers == []
+    tfquant.calibrate(qmodel, x_cal)
+    tflite = tfquant.to_tflite(qmodel)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    counts = report.op_counts()
+    assert (counts["CONV_2D"], counts["ADD"], counts["MUL"]) == (3, 2, 2), counts
+    grouped = [op for op in report.ops_of_type("CONV_2D") if report.tensors[op.inputs[1]].shape[-1] == 1]
+    assert len(grouped) == 2 and all(report.tensors[op.inputs[1]].per_channel for op in grouped)
+    _assert_exact(tfquant.verify(tflite, qmodel, x_test, kernels=("reference",)), expected_tensors=10)

@@ -99,11 +99,28 @@ def _standalone_activation(layer) -> Optional[tuple[str, dict]]:
     return None
 
 
+# Keras' arithmetic ops on two tensors (`a + b` in a Functional graph: ConvNeXt's residual) ->
+# the kind of the layer they equal (Add, Subtract, Multiply: TFLite's ADD, SUB, MUL).
+_TENSOR_OPS = {"Add": "add", "Subtract": "sub", "Multiply": "mul"}
+
+
+def _tensor_op_kind(call: LayerCall) -> Optional[str]:
+    """"add" / "sub" / "mul" for a Keras op call a + b, a - b or a * b of two tensors, else None."""
+    node = call.node
+    kind = _TENSOR_OPS.get(type(call.layer).__name__) if node is not None else None
+    if kind is None or not type(call.layer).__module__.startswith("keras.src.ops"):
+        return None
+    args = node.arguments.args
+    if node.arguments.kwargs or len(args) != 2 or not all(isinstance(a, keras.KerasTensor) for a in args):
+        return None
+    return kind
+
+
 def _conv_problem(layer) -> Optional[str]:
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return "channels_first data format (TFLite convolutions are channels-last)."
-    if getattr(layer, "groups", 1) != 1:
-        return "grouped convolution (no int8 grouped CONV_2D that the converter emits from it)."
+    if getattr(layer, "groups", 1) != 1 and type(layer) is not L.Conv2D:
+        return "grouped convolution other than Conv2D's (the converter's grouped CONV_2D)."
     if getattr(layer, "quantization_mode", None):
         return f"already quantized by Keras ({layer.quantization_mode})."
     return None
@@ -198,11 +215,12 @@ class Planner:
                                  "give each call its own layer (weights can be copied).")
         if cls in CONV_KINDS:
             return self.conv(k, op)
-        if cls in (L.Add, L.Subtract, L.Multiply):
+        tensor_op = _tensor_op_kind(op)
+        if cls in (L.Add, L.Subtract, L.Multiply) or tensor_op is not None:
             if len(op.inputs) != 2:
                 return self.float_op(op, f"{cls.__name__} of {len(op.inputs)} inputs (TFLite's int8 kernels "
                                          "take two).", "chain two-input layers instead.")
-            kind = {L.Add: "add", L.Subtract: "sub", L.Multiply: "mul"}[cls]
+            kind = tensor_op or {L.Add: "add", L.Subtract: "sub", L.Multiply: "mul"}[cls]
             q = PlannedOp(kind, op, op.inputs, op.outputs, op.name)
             if kind == "add":
                 self.fuse_activation(q)

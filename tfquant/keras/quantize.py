@@ -11,7 +11,10 @@ model used as a layer — are flattened into it) is walked in topological order 
   following BatchNormalization (folded) and ReLU / ReLU6 (fused), become one `QuantConv` when each
   tensor of the chain has that single consumer. Other fused `activation=`s are split off into a
   `QuantActivation`.
-- Add (+ ReLU), Subtract, Multiply, Concatenate, AveragePooling1D/2D, GlobalAveragePooling1D/2D,
+- Conv2D with groups is one grouped CONV_2D (ConvNeXt's 7x7 "depthwise" conv), as the converter
+  emits it.
+- Add (+ ReLU), Subtract, Multiply (the layers, or Keras' `a + b`, `a - b`, `a * b` of two
+  tensors), Concatenate, AveragePooling1D/2D, GlobalAveragePooling1D/2D,
   bilinear UpSampling2D, standalone activations and Softmax get their tfquant layer; reshape,
   flatten, max pooling, padding, nearest upsampling, dropout stay as they are (pass-through:
   their values stay on the input's grid).

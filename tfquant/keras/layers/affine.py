@@ -2,9 +2,10 @@
 MUL by a constant and ADD of a constant of `core.op_rules.AFFINE_TFLITE_OPS`.
 
 - `QuantAffine(layer)`: y = act(x * scale + offset) for a BatchNormalization that does not follow
-  a Conv/Dense (pre-activation ResNetV2, DenseNet, BN after an add or a concat), a Rescaling, or
-  a Normalization. The MUL's output has a grid of its own ("mid"), the ADD's is the layer's
-  output grid, a following ReLU / ReLU6 is fused in the last op. The batch norm uses its moving
+  a Conv/Dense (pre-activation ResNetV2, DenseNet, BN after an add or a concat), a Rescaling, a
+  Normalization, or ConvNeXt's LayerScale (x * gamma: the MUL alone, gamma trains). The MUL's
+  output has a grid of its own ("mid"), the ADD's is the layer's output grid, a following
+  ReLU / ReLU6 is fused in the last op. The batch norm uses its moving
   statistics (inference form) in training too; gamma and beta train through the fake-quant graph.
   Keras' arithmetic with a number (`x + 3.0`, `x * (1 / 6)`, `scalar_affine`) is a Rescaling
   with that scale and offset, quantized the same way.
@@ -31,7 +32,19 @@ from tfquant.keras.layers.base import QuantLayer
 from tfquant.keras.quantizers import ActivationQuantizer, deserialize, serialize
 
 L = keras.layers
-AFFINE_LAYERS = (L.BatchNormalization, L.Rescaling, L.Normalization)
+
+
+def _layer_scale_classes() -> tuple[type, ...]:
+    """keras.applications' ConvNeXt `LayerScale` (x * gamma per channel), a Keras-private class."""
+    try:
+        from keras.src.applications.convnext import LayerScale
+    except ImportError:  # pragma: no cover - another Keras layout
+        return ()
+    return (LayerScale,)
+
+
+LAYER_SCALE_LAYERS = _layer_scale_classes()
+AFFINE_LAYERS = (L.BatchNormalization, L.Rescaling, L.Normalization, *LAYER_SCALE_LAYERS)
 
 
 def affine_problem(layer) -> Optional[str]:
@@ -106,7 +119,7 @@ class QuantAffine(QuantLayer):
         if isinstance(layer, dict):
             layer = keras.layers.deserialize(layer)
         if not isinstance(layer, AFFINE_LAYERS):
-            raise SpecError(f"QuantAffine wraps a BatchNormalization, Rescaling or Normalization, got "
+            raise SpecError(f"QuantAffine wraps a BatchNormalization, Rescaling, Normalization or LayerScale, got "
                             f"{type(layer).__name__}.")
         if activation not in FUSED_ACTIVATIONS:
             raise SpecError(f"QuantAffine fuses only ReLU / ReLU6, got {activation!r}.")
@@ -124,10 +137,12 @@ class QuantAffine(QuantLayer):
         self._build_output_quantizer(ActivationQuantizer.from_config(self.activation_quantizer.get_config()))
 
     def parts(self) -> tuple[bool, bool]:
-        """(has MUL, has ADD): a batch norm and a normalization have both; a Rescaling what its
-        scale and offset need (`op_rules.affine_parts`)."""
+        """(has MUL, has ADD): a batch norm and a normalization have both, a LayerScale the MUL;
+        a Rescaling what its scale and offset need (`op_rules.affine_parts`)."""
         if isinstance(self.layer, L.Rescaling):
             return affine_parts(np.asarray(self.layer.scale, np.float32), np.asarray(self.layer.offset, np.float32))
+        if isinstance(self.layer, LAYER_SCALE_LAYERS):
+            return True, False        # gamma trains: the MUL stays whatever its value
         return True, True
 
     def affine(self) -> tuple[Optional[tf.Tensor], Optional[tf.Tensor]]:
@@ -139,6 +154,8 @@ class QuantAffine(QuantLayer):
             beta = la.beta if la.center else tf.zeros_like(mean)
             scale, offset = bn_affine(tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta),
                                       tf.convert_to_tensor(mean), tf.convert_to_tensor(var), float(la.epsilon))
+        elif isinstance(la, LAYER_SCALE_LAYERS):
+            scale, offset = tf.convert_to_tensor(la.gamma), None
         elif isinstance(la, L.Normalization):
             std = tf.maximum(tf.sqrt(_last_axis(la.variance)), keras.config.epsilon())
             scale = 1.0 / std

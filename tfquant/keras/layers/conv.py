@@ -12,6 +12,8 @@ optionally followed by a folded BatchNormalization and a fused ReLU / ReLU6, as 
 - The bias is rounded to TFLite's int32 grid, scale = input scale * weight scale, with the input
   scale of the quantizer that produced this layer's input (`QuantLayer.input_range`).
 - ReLU / ReLU6 are fused into the output range (the converter fuses them into the op).
+- A Conv2D with groups (ConvNeXt's 7x7 per-channel conv) is one grouped CONV_2D, its kernel
+  [H, W, C / groups, M] per output channel like any conv's.
 - SeparableConv2D is two int8 ops on device (depthwise, then 1x1 conv): its intermediate tensor
   has its own quantizer (`mid`); BN folds into the pointwise conv.
 - Conv1D is computed as a 2-D conv on [N, 1, L, C] with its kernel expanded to [1, K, Cin, Cout]
