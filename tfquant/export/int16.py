@@ -14,6 +14,9 @@ What TF 2.21 and LiteRT allow (measured by `python -m tools.probe_int16`):
   `_experimental_full_integer_quantization_bias_type` cannot: the converter accepts it only with
   a representative dataset (its own PTQ).
 
+On the PTQ route, `plan.set_precision(names, "int16")` makes the emitter (`tfquant.graph.emit`)
+build such islands itself; by hand:
+
     >>> y = requantize_boundary(fake_quant(x, -4, 4, QuantSpec.activation()))     # int8 x ...
     >>> y = fake_quant(y, -4, 4, INT16_ACTIVATION)                                 # ... int16 y
 """
