@@ -157,9 +157,16 @@ def test_verify_names_int16_ops(int16_model):
     assert result.max_lsb <= 3
 
 
-def test_plan_int16_is_a_clear_error():
+def test_plan_int16_is_for_activations():
     from tfquant.core.plan import QuantPlan
+    from tfquant.core.spec import QuantSpec
     from tfquant.errors import SpecError
-    plan = QuantPlan(qid={"t:0": "q0"}, owners={"q0": ["t:0"]}, fixed={})
-    with pytest.raises(SpecError, match="tfquant.export.int16"):
-        plan.set_precision("q0", "int16")
+    plan = QuantPlan(qid={"t:0": "q0", "s:0": "q1"}, owners={"q0": ["t:0"], "q1": ["s:0"]}, fixed={"q1": (0.0, 255 / 256)},
+                     ranges={"q0": (-1.0, 3.0)}, weight_specs={"conv": QuantSpec.weight()})
+    assert plan.set_precision("q0", "int16") == ["q0"]
+    assert plan.grid_of("t:0") == ((-3.0, 3.0), INT16_ACTIVATION)
+    assert plan.grid_of("t:0", "int8")[0] == (-1.0, 3.0)
+    with pytest.raises(SpecError, match="weight entries"):
+        plan.set_precision("conv", "int16")
+    with pytest.raises(SpecError, match="fixed range"):
+        plan.set_precision("s:0", "int16")

@@ -48,6 +48,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfquant.core.spec import QuantSpec
+
 # name -> the float function the simulation applies before the output FakeQuant.
 FUSED_ACTIVATIONS: dict[Optional[str], Callable] = {None: tf.identity, "relu": tf.nn.relu,
                                                     "relu6": tf.nn.relu6}
@@ -110,6 +112,20 @@ SAME_SCALE_TF_TO_TFLITE: dict[str, Optional[str]] = {
 }
 # TF ops that only move values around: their output stays on the input's integer grid.
 SAME_SCALE_TF_OPS = frozenset(tf_op for tf_op, op in SAME_SCALE_TF_TO_TFLITE.items() if keeps_input_grid(op))
+
+# 16-bit activations (TFLite int16x8, int8 weights). LiteRT's int16 kernels need zero point 0: a
+# narrow-range symmetric grid on [-m, m]. Every int16 kernel reads and writes int16, so an int16
+# part of a graph is an island, requantized (QUANTIZE) at its edges. The TFLite ops allowed inside
+# one, as measured with TF 2.21 / ai_edge_litert from FakeQuant graphs (tools/probe_int16.py part
+# d: int8 -> the op in int16 -> int8, within 1 int8 LSB). Left out: CONCATENATION (refused by the
+# converter), SUB (scales LiteRT will not prepare), ADD, LOGISTIC, TANH, SOFTMAX (the converter
+# leaves them int8), MEAN, RELU6 and every op not measured. NO_OP (identity) leaves no op.
+INT16_ACTIVATION = QuantSpec(bits=16, signed=True, symmetric=True, narrow_range=True)
+INT16_TFLITE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "AVERAGE_POOL_2D",
+                              "MAX_POOL_2D", "RESIZE_BILINEAR", "PAD", NO_OP})
+# Activations an int16 op may fuse (its output clamp), measured on CONV_2D / DEPTHWISE_CONV_2D
+# (tests/test_int16_plan.py).
+INT16_FUSED_ACTIVATIONS = frozenset({None, "relu", "relu6"})
 
 
 # Readers that set the grid of a same-scale op's output in the converter. Such an output (max

@@ -18,12 +18,16 @@ the layer (or IR node) that holds the kernel: their spec, and their (min, max) p
 `derived` weight entries (QAT: last-value ranges recomputed from the weights at every step) are
 shown but cannot be edited.
 
-Precision: "int8" (default) or "float". A float activation entry leaves its tensors in float: the
-ops producing and consuming them run in float (the converter puts DEQUANTIZE / QUANTIZE around
-them); a float weight entry runs its layer in float. Mixed precision is a plan edit:
+Precision: "int8" (default), "int16" or "float". A float activation entry leaves its tensors in
+float: the ops producing and consuming them run in float (the converter puts DEQUANTIZE / QUANTIZE
+around them); a float weight entry runs its layer in float. An "int16" activation entry (PTQ
+only; TFLite int16x8) puts its tensors on a 16-bit narrow-range symmetric grid over [-m, m], m the
+larger magnitude of the calibrated range (`grid_of`); the ops writing them run in int16 (an island,
+requantized at its edges: see `tfquant.graph.emit`). Mixed precision is a plan edit:
 
     >>> plan.set_precision("q17", "float")                 # one quantizer (or a tensor, a pattern)
     >>> plan.set_precision("*/dw_1/*", "float")            # every entry or tensor matching
+    >>> plan.set_precision(["q3", "q4"], "int16")          # 16-bit activations
 """
 from __future__ import annotations
 
@@ -35,19 +39,20 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from tfquant.core.op_rules import INT16_ACTIVATION
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import ExportError, PlanKeyError, SpecError, cause_text
 from tfquant.io_utils import write_bytes_atomic
 
-PRECISIONS = ("int8", "float")
+PRECISIONS = ("int8", "int16", "float")
 ACTIVATION_SPEC = QuantSpec.activation()
 FORMAT = "tfquant.QuantPlan/1"
-INT16_NOT_IN_PLAN = (
-    "precision 'int16' is not a plan precision yet: the PTQ and QAT emitters write 8-bit activation "
-    "FakeQuants only. LiteRT runs 16-bit activations (int16x8) when every op of the int16 part reads "
-    "and writes int16: build that part with tfquant.export.int16 (INT16_ACTIVATION FakeQuants, "
-    "requantize_boundary at its edges) and export it with tfquant.to_tflite; or keep the tensor in "
-    "'float'.")
+
+
+def symmetric_range(rmin: float, rmax: float) -> tuple[float, float]:
+    """[-m, m] with m = max(|rmin|, |rmax|): the range of a 16-bit activation (zero point 0)."""
+    m = max(abs(float(rmin)), abs(float(rmax)))
+    return -m, m
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,9 +130,22 @@ class QuantPlan:
         return q is not None and tensor_ref in self.owners.get(q, [])
 
     def is_quantized(self, tensor_ref: str) -> bool:
-        """Whether a float tensor is int8: it has a quantizer, and that quantizer is not float."""
+        """Whether a float tensor is int8: it has a quantizer, and that quantizer is int8."""
+        return self.precision_of(tensor_ref) == "int8"
+
+    def precision_of(self, tensor_ref: str) -> str:
+        """"int8", "int16" or "float" (a tensor without a quantizer is float)."""
         q = self.qid.get(tensor_ref)
-        return q is not None and self.precision.get(q, "int8") != "float"
+        return "float" if q is None else self.precision.get(q, "int8")
+
+    def grid_of(self, tensor_ref: str, precision: Optional[str] = None) -> tuple[tuple[float, float], QuantSpec]:
+        """(range, spec) of a tensor in `precision` (default: its own): int8 on its range, int16
+        narrow-range symmetric on `symmetric_range` of it (a requantized copy may ask for either)."""
+        precision = precision or self.precision_of(tensor_ref)
+        rng = self.range_of(tensor_ref)
+        if precision == "int16":
+            return symmetric_range(*rng), INT16_ACTIVATION
+        return rng, ACTIVATION_SPEC
 
     def weights_quantized(self, name: str) -> bool:
         return name in self.weight_specs and self.precision.get(name, "int8") != "float"
@@ -139,8 +157,6 @@ class QuantPlan:
     def set_precision(self, names, precision: str) -> list[str]:
         """Set the precision of entries, by id / weight name, by tensor, or by fnmatch pattern
         (matched against entry names and tensor names). Returns the entries changed."""
-        if precision == "int16":
-            raise SpecError(INT16_NOT_IN_PLAN)
         if precision not in PRECISIONS:
             raise SpecError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         names = [names] if isinstance(names, str) else list(names)
@@ -152,12 +168,26 @@ class QuantPlan:
             if not found:
                 raise PlanKeyError(f"No plan entry or tensor matches {pattern!r}; see plan.table().")
             hit += [e for e in found if e not in hit]
+        if precision == "int16":
+            self._check_int16(hit)
         for e in hit:
             if precision == "int8":
                 self.precision.pop(e, None)
             else:
                 self.precision[e] = precision
         return hit
+
+    def _check_int16(self, entries: list[str]) -> None:
+        """int16 is an activation precision (int16x8 keeps weights int8), and not for TFLite's
+        fixed-range outputs (SOFTMAX, LOGISTIC, TANH stay int8 in the converter)."""
+        weights = [e for e in entries if e in self.weight_specs]
+        if weights:
+            raise SpecError(f"precision 'int16' is for activations (TFLite int16x8: 16-bit activations, int8 "
+                            f"weights); {weights[:3]} are weight entries: pick activation entries or tensors.")
+        fixed = [e for e in entries if e in self.fixed]
+        if fixed:
+            raise SpecError(f"{fixed[:3]} carry TFLite's fixed range (softmax / logistic / tanh output), "
+                            "which the converter keeps int8: they cannot be int16.")
 
     def copy(self) -> "QuantPlan":
         return QuantPlan(dict(self.qid), {k: list(v) for k, v in self.owners.items()}, dict(self.fixed),
@@ -174,7 +204,8 @@ class QuantPlan:
         rows = []
         for q in self.owners:
             lo, hi = self.fixed.get(q) or self.ranges.get(q, (None, None))
-            rows.append(PlanEntry(q, "activation", ACTIVATION_SPEC, lo, hi, self.precision.get(q, "int8"),
+            prec = self.precision.get(q, "int8")
+            rows.append(PlanEntry(q, "activation", INT16_ACTIVATION if prec == "int16" else ACTIVATION_SPEC, lo, hi, prec,
                                   fixed=q in self.fixed, tensors=tuple(tensors.get(q, ()))))
         for name, spec in self.weight_specs.items():
             lo, hi = self.weight_ranges.get(name, (None, None))

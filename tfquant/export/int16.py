@@ -14,6 +14,9 @@ What TF 2.21 and LiteRT allow (measured by `python -m tools.probe_int16`):
   `_experimental_full_integer_quantization_bias_type` cannot: the converter accepts it only with
   a representative dataset (its own PTQ).
 
+On the PTQ route, `plan.set_precision(names, "int16")` makes the emitter (`tfquant.graph.emit`)
+build such islands itself; by hand:
+
     >>> y = requantize_boundary(fake_quant(x, -4, 4, QuantSpec.activation()))     # int8 x ...
     >>> y = fake_quant(y, -4, 4, INT16_ACTIVATION)                                 # ... int16 y
 """
@@ -24,10 +27,9 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from tfquant.core.spec import QuantSpec
+from tfquant.core.op_rules import INT16_ACTIVATION, INT16_TFLITE_OPS  # noqa: F401  (re-exported)
 from tfquant.errors import ExportError
 
-INT16_ACTIVATION = QuantSpec(bits=16, signed=True, symmetric=True, narrow_range=True)
 INT64_BIAS_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _BOUNDARY = "tfquant_requantize_boundary"
@@ -97,9 +99,11 @@ def _widen_biases(m, g) -> int:
         bias = g.tensors[op.inputs[bias_index]]
         if g.tensors[data_in].type != schema.TensorType.INT16 or bias.type != schema.TensorType.INT32:
             continue
-        buf = m.buffers[bias.buffer]
-        values = np.frombuffer(bytes(bytearray(buf.data)), "<i4").astype("<i8")
+        values = np.frombuffer(bytes(bytearray(m.buffers[bias.buffer].data)), "<i4").astype("<i8")
+        buf = schema.BufferT()      # a buffer of its own: the converter shares equal ones (zero biases)
         buf.data = values.view(np.uint8)
+        m.buffers.append(buf)
+        bias.buffer = len(m.buffers) - 1
         bias.type = schema.TensorType.INT64
         n += 1
     return n

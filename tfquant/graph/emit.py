@@ -18,6 +18,16 @@ Modes: "float" (no quantization), "weights" (weights on their grid, activations 
 bias correction and AdaRound compare against), "quant" (weights and activations). In "quant"
 mode an op runs int8 only if every tensor it reads and writes is int8 in the plan: an entry of
 precision "float" leaves its tensors float and the ops around them float (mixed precision).
+
+Precision "int16" (TFLite int16x8): an op whose output is int16 and whose float inputs are all
+int8 or int16 runs in int16 (a same-scale op in its input's precision); those ops are the island.
+Its tensors get 16-bit narrow-range symmetric FakeQuants (`QuantPlan.grid_of`), its weights stay
+int8 (the converter writes the INT64 bias `tfquant.export.int16.fix_int16` needs). Where an op reads
+a tensor of the other integer precision, it reads a requantized copy:
+`tfquant.export.int16.requantize_boundary` between the tensor's FakeQuant and one on the reader's
+grid, which the converter writes as a QUANTIZE (int8 <-> int16). `check_int16` refuses an island
+op that TF 2.21 / LiteRT cannot run in int16 (`op_rules.INT16_TFLITE_OPS`). The simulation of an
+int16 op is its FakeQuant graph, also with `exact=True` (no exact int16 kernels; `verify` names them).
 """
 from __future__ import annotations
 
@@ -49,7 +59,10 @@ from tfquant.core import (
 from tfquant.core.op_rules import (
     ELEMENTWISE_TF_TO_TFLITE,
     FIXED_RANGE_TF_OPS,
+    INT16_FUSED_ACTIVATIONS,
+    INT16_TFLITE_OPS,
     SAME_SCALE_TF_OPS,
+    SAME_SCALE_TF_TO_TFLITE,
     affine_parts,
     apply_fused_activation,
     constant_operand,
@@ -59,7 +72,9 @@ from tfquant.core.op_rules import (
     needs_own_fake_quant,
 )
 from tfquant.core.plan import QuantPlan
-from tfquant.graph.ir import SAME_SCALE_TYPES, TFLITE_OP_OF_TYPE, Graph, Node, ref
+from tfquant.errors import SpecError
+from tfquant.export.int16 import requantize_boundary
+from tfquant.graph.ir import SAME_SCALE_TYPES, TFLITE_OP_OF_TYPE, Graph, Node, ref, split_ref
 
 ACT_SPEC = QuantSpec.activation()
 MODES = ("float", "weights", "quant")
@@ -161,6 +176,89 @@ def linear_runs_int8(node: Node, plan: QuantPlan) -> bool:
         plan.is_quantized(node.output())
 
 
+# ---------------------------------------------------------------------------------------------
+# precision of each op (int8 / int16 / float) and the int16 island
+# ---------------------------------------------------------------------------------------------
+_LINEAR_TFLITE = {"conv2d": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "matmul": "FULLY_CONNECTED"}
+_TYPE_TFLITE = {"add": "ADD", "bias_add": "ADD", "relu": "RELU", "relu6": "RELU6", "hard_swish": "HARD_SWISH",
+                "mean": "MEAN", "softmax": "SOFTMAX", **TFLITE_OP_OF_TYPE}
+_TF_TFLITE = {"Mul": "MUL", "Sigmoid": "LOGISTIC", "Tanh": "TANH", "Sub": "SUB", "AddV2": "ADD", "Add": "ADD",
+              "ResizeBilinear": "RESIZE_BILINEAR", **ELEMENTWISE_TF_TO_TFLITE, **SAME_SCALE_TF_TO_TFLITE}
+
+
+def node_tflite_ops(node: Node) -> list[tuple]:
+    """(TFLite op, fused activation) of the ops a node becomes; an unknown TF op by its TF name.
+    A MUL by a constant (affine) is named "MUL by a constant": its int8 constant operand would
+    be an int8 input of an int16 op."""
+    if node.is_linear:
+        return [(_LINEAR_TFLITE[node.type], node.activation)]
+    if node.type == "affine":
+        has_mul, has_add = affine_parts(node.weights["scale"], node.weights["offset"])
+        ops = [("MUL by a constant", None)] if has_mul else []
+        return ops + [("ADD", node.activation)] if has_add or not ops else ops[:-1] + [("MUL by a constant", node.activation)]
+    if node.type == "passthrough":
+        return [(_TF_TFLITE.get(node.tf_type, node.tf_type), None)]
+    return [(_TYPE_TFLITE.get(node.type, node.type), node.activation if node.type == "add" else None)]
+
+
+def _shares_grid(node: Node) -> bool:
+    return node.type in SAME_SCALE_TYPES or (node.type == "passthrough" and node.tf_type in SAME_SCALE_TF_OPS)
+
+
+def _float_data_inputs(graph: Graph, node: Node) -> list[str]:
+    """The float tensors a node computes on (a linear node's input; no shapes, axes, indices)."""
+    refs = [node.inputs[0]] if node.is_linear else list(dict.fromkeys(node.inputs))
+    out = []
+    for r in refs:
+        name, i = split_ref(r)
+        dtypes = graph[name].out_dtypes
+        if i < len(dtypes) and dtypes[i] is not None and dtypes[i].is_floating:
+            out.append(r)
+    return out
+
+
+def node_precision(graph: Graph, plan: QuantPlan, node: Node) -> str:
+    """The precision a node runs in (quant mode): "int8" or "int16" when its output is and every
+    float tensor it reads is int8 or int16 (the other one requantized); otherwise "float". A
+    same-scale op runs in its shared grid's precision."""
+    if not node.out_dtypes or node.out_dtypes[0] is None or not node.out_dtypes[0].is_floating:
+        return "float"
+    p = plan.precision_of(node.output())
+    if p == "float" or node.type in ("input", "const") or _shares_grid(node):
+        return p
+    if any(plan.precision_of(r) == "float" for r in _float_data_inputs(graph, node)):
+        return "float"
+    return p
+
+
+def check_int16(graph: Graph, plan: QuantPlan) -> list[str]:
+    """The nodes that run in int16 (the island), after refusing (SpecError, naming the op) one that
+    TF 2.21 / LiteRT cannot run in int16: an op outside `op_rules.INT16_TFLITE_OPS`, a fused
+    activation outside `INT16_FUSED_ACTIVATIONS`, float weights."""
+    island = []
+    if "int16" not in plan.precision.values():
+        return island
+    allowed = ", ".join(sorted(op for op in INT16_TFLITE_OPS if op))
+    for node in graph:
+        if node.type in ("input", "const") or node_precision(graph, plan, node) != "int16":
+            continue
+        q = plan.qid.get(node.output())
+        for op, act in node_tflite_ops(node):
+            if op not in INT16_TFLITE_OPS:
+                raise SpecError(
+                    f"{node.name} ({op}) would run in int16 (its output {node.output()!r}, quantizer {q!r}, is "
+                    f"int16), but TF 2.21 / LiteRT cannot run {op} in int16 from a FakeQuant graph (ops "
+                    f"allowed: {allowed}): keep {q!r} int8 or float.")
+            if act not in INT16_FUSED_ACTIVATIONS:
+                raise SpecError(f"{node.name} ({op}) would run in int16 with the fused activation {act!r}, which "
+                                f"is not measured in int16 (allowed: None, relu, relu6): keep {q!r} int8 or float.")
+        if node.is_linear and not plan.weights_quantized(node.name):
+            raise SpecError(f"{node.name} ({node_tflite_ops(node)[0][0]}) would run in int16 with float weights: "
+                            "int16x8 needs int8 weights; set its weights back to int8 or its output to float.")
+        island.append(node.name)
+    return island
+
+
 def node_kernel_on_grid(node: Node, kernel, lo, hi, spec: QuantSpec):
     """The kernel of a linear node on its integer grid (per-channel axis handled for depthwise)."""
     return fake_quant_kernel(kernel, lo, hi, spec, depthwise=node.type == "depthwise")
@@ -235,11 +333,40 @@ class Emitter:
         self.pre_activation: dict[str, tf.Tensor] = {}
         self._generic = _Generic(graph)
         self._refake = self._shared_grids_read_by_avg_pool() if plan is not None else frozenset()
+        self._island = frozenset(check_int16(graph, plan)) if mode == "quant" else frozenset()
+        self._view: dict[str, str] = {}     # tensor -> the precision the current node reads it in
 
     # ---- helpers ----------------------------------------------------------------------
     def _q(self, tensor_ref: str) -> bool:
-        """Whether `tensor_ref` is int8 here: quant mode, and the plan keeps it int8."""
-        return self.mode == "quant" and self.plan.is_quantized(tensor_ref)
+        """Whether `tensor_ref` is int8 here: quant mode, and the plan keeps it int8 (or the node
+        being emitted reads an int8 copy of an int16 tensor)."""
+        return self.mode == "quant" and self._view.get(tensor_ref, self.plan.precision_of(tensor_ref)) == "int8"
+
+    def _int16(self, tensor_ref: str) -> bool:
+        return self.mode == "quant" and self.plan.precision_of(tensor_ref) == "int16"
+
+    def _on_grid(self, tensor_ref: str, value, precision: Optional[str] = None):
+        """FakeQuant of a tensor's value on its grid in `precision` (default: its own)."""
+        rng, spec = self.plan.grid_of(tensor_ref, precision)
+        return fake_quant(value, *rng, spec)
+
+    def _requantized(self, node: Node, values: Sequence) -> tuple[list, dict]:
+        """The inputs of a node running int8 (int16) with int16 (int8) tensors among them, each
+        read through `requantize_boundary` onto its grid in the node's precision (a QUANTIZE on the
+        device); and which tensors it so reads."""
+        values, view = list(values), {}
+        if self.mode != "quant" or "int16" not in self.plan.precision.values() or node.type in ("input", "const"):
+            return values, view
+        p = node_precision(self.graph, self.plan, node)
+        if p == "float" or _shares_grid(node):
+            return values, view
+        data = set(_float_data_inputs(self.graph, node))
+        for i, r in enumerate(node.inputs):
+            have = self.plan.precision_of(r)
+            if r in data and have != p and have in ("int8", "int16"):
+                values[i] = self._on_grid(r, requantize_boundary(values[i]), p)
+                view[r] = p
+        return values, view
 
     def _int8(self, node: Node, *tensor_refs: str) -> bool:
         """Whether `node` runs as an int8 op: its inputs and output are int8 tensors."""
@@ -250,6 +377,8 @@ class Emitter:
         exact simulation its value is TFLite's QUANTIZE of the float value (half away from zero
         of float32 x / scale): what the device runs where a float op feeds an int8 tensor."""
         r = ref(node.name, index)
+        if self._int16(r) and self.plan.is_owner(r):
+            return self._on_grid(r, value)
         if not self._q(r) or not self.plan.is_owner(r):
             return value
         return quantized_input(value, input_range=self.plan.range_of(r))
@@ -273,11 +402,17 @@ class Emitter:
 
     # ---- the ops ----------------------------------------------------------------------
     def run_node(self, node: Node, values: Sequence) -> list:
-        outs = self._run_node(node, values)
+        values, self._view = self._requantized(node, values)
+        try:
+            outs = self._run_node(node, values)
+        finally:
+            self._view = {}
         if self.mode == "quant" and self._refake and node.type != "const":
             outs = [fake_quant(o, *self.plan.range_of(ref(node.name, i)), ACT_SPEC)
                     if ref(node.name, i) in self._refake and self._q(ref(node.name, i)) else o
                     for i, o in enumerate(outs)]
+        if node.name in self._island and _shares_grid(node):    # an int16 same-scale op: on its grid
+            outs = [self._on_grid(node.output(), outs[0])] + list(outs[1:])
         return outs
 
     def _run_node(self, node: Node, values: Sequence) -> list:
@@ -286,7 +421,7 @@ class Emitter:
             x = values[0]
             if self._q(node.output()) and self.plan.is_owner(node.output()):
                 return [quantized_input(x, input_range=self.plan.range_of(node.output()))]
-            return [x]
+            return [self._fq_out(node, x)]
         if t == "const":
             return [tf.constant(node.weights["value"])]
         if node.is_linear:
@@ -382,7 +517,7 @@ class Emitter:
                 kernel_spec=self.plan.weight_specs[node.name], activation=node.activation,
                 depthwise=node.type == "depthwise", fully_connected=node.type == "matmul",
                 kernel_range_=(lo, hi))
-        if self.mode == "weights" and weights_q:
+        if (self.mode == "weights" and weights_q) or node.name in self._island:   # int16: int8 weights
             lo, hi = self.weight_range(node)
             kernel = node_kernel_on_grid(node, kernel, lo, hi, self.plan.weight_specs[node.name])
         y = linear_pre_activation(op, x, kernel, bias)
