@@ -144,7 +144,10 @@ def test_plan_errors(ptq_result, qat, tmp_path):
         QuantPlan.load(tmp_path / "missing.json")
     qplan = tfquant.keras.plan_of(qat.qmodel)
     qplan.set_precision(next(iter(qplan.ranges)), "float")
-    with pytest.raises(SpecError, match="exports int8 tensors only"):
+    with pytest.raises(SpecError, match=r"\(float\) out of int8: a QAT model exports int8 tensors only"):
+        tfquant.keras.apply_plan(qat.qmodel, qplan)
+    qplan.set_precision(next(iter(qplan.ranges)), "int16")
+    with pytest.raises(SpecError, match=r"\(int16\) out of int8"):
         tfquant.keras.apply_plan(qat.qmodel, qplan)
     name = next(n for n in tfquant.keras.plan_of(qat.qmodel).derived)
     with pytest.raises(SpecError, match="recomputed from its weights"):

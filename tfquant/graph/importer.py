@@ -217,6 +217,7 @@ class _Importer:
             if nd.op in ("Identity", "StopGradient", "Snapshot", "NoOp") or name in self.const_names:
                 continue
             op = self.tf_graph.get_operation_by_name(name)
+            nd = self.single_op_call(nd) or nd
             node = self.typed(nd)
             node.tf_type = nd.op
             node.node_def = nd
@@ -245,6 +246,43 @@ class _Importer:
             return None
         return int(shape[-1])
 
+    def single_op_call(self, nd):
+        """The one Conv2D / DepthwiseConv2dNative a function call wraps, as a NodeDef named like the
+        call and reading the call's inputs; None otherwise. Keras 3 runs a grouped convolution
+        (`Conv2D(groups=...)`, ConvNeXt's 7x7 depthwise) inside a `tf.function(jit_compile=True)`,
+        which freezing keeps as a call: imported as the convolution it is, its weights get their
+        FakeQuant like any other conv (left as a call, the converter quantized them unsimulated)."""
+        if nd.op not in ("StatefulPartitionedCall", "PartitionedCall") or "f" not in nd.attr:
+            return None
+        fdef = next((f for f in self.graph_def.library.function
+                     if f.signature.name == nd.attr["f"].func.name), None)
+        if fdef is None:
+            return None
+        body = [n for n in fdef.node_def if n.op not in ("Identity", "NoOp")]
+        if len(body) != 1 or body[0].op not in ("Conv2D", "DepthwiseConv2dNative"):
+            return None
+        args = [a.name for a in fdef.signature.input_arg]
+        call_inputs = [i for i in nd.input if not i.startswith("^")]
+        identities = {n.name: n for n in fdef.node_def if n.op == "Identity"}
+
+        def source(i: str) -> Optional[str]:     # a body input -> the call input it reads
+            name = i.split(":")[0]
+            while name in identities:
+                name = next(x for x in identities[name].input if not x.startswith("^")).split(":")[0]
+            return call_inputs[args.index(name)] if name in args else None
+
+        inner = tf.compat.v1.NodeDef()
+        inner.CopyFrom(body[0])
+        inner.name = nd.name
+        del inner.input[:]
+        for i in body[0].input:
+            if not i.startswith("^"):
+                src = source(i)
+                if src is None:
+                    return None
+                inner.input.append(src)
+        return inner
+
     def typed(self, nd) -> Node:
         ins = self.data_inputs(nd)
         data = [i for i in ins if not self.is_const(i)]
@@ -262,9 +300,11 @@ class _Importer:
         if nd.op in ("Conv2D", "DepthwiseConv2dNative") and len(ins) == 2 and self.is_const(ins[1]) \
                 and not self.is_const(ins[0]) and nhwc():
             kernel = self.value(ins[1]).astype(np.float32)
+            channels = self._channels(ins[0])
+            groups = channels // kernel.shape[2] if nd.op == "Conv2D" and channels else 1
             return Node(name=name, type="conv2d" if nd.op == "Conv2D" else "depthwise", inputs=[ins[0]],
                         weights={"kernel": kernel, "bias": None},
-                        attrs={"strides": list(attr["strides"].list.i),
+                        attrs={"groups": groups, "strides": list(attr["strides"].list.i),
                                "padding": attr["padding"].s.decode(),
                                "explicit_paddings": list(attr["explicit_paddings"].list.i),
                                "dilations": list(attr["dilations"].list.i) or [1, 1, 1, 1]})

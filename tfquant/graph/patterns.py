@@ -228,7 +228,7 @@ def _next_layer(graph: Graph, node: Node) -> tuple[Optional[Node], list[Node]]:
         cur = graph.sole_consumer(cur.output())
     if cur is None or cur.type not in ("conv2d", "depthwise"):
         return None, []
-    if cur.type == "depthwise" and cur.kernel.shape[3] != 1:
+    if cur.type == "depthwise" and cur.kernel.shape[3] != 1 or cur.attrs.get("groups", 1) > 1:
         return None, []
     return cur, pads
 
@@ -236,8 +236,8 @@ def _next_layer(graph: Graph, node: Node) -> tuple[Optional[Node], list[Node]]:
 def _scalable(node: Node) -> bool:
     if node.type not in ("conv2d", "depthwise"):
         return False
-    if node.type == "depthwise" and node.kernel.shape[3] != 1:
-        return False
+    if node.type == "depthwise" and node.kernel.shape[3] != 1 or node.attrs.get("groups", 1) > 1:
+        return False      # a grouped conv's input channels are not its producer's output channels
     return node.activation in (None, "relu", "relu6")
 
 

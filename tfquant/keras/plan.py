@@ -90,8 +90,9 @@ def apply_plan(qmodel: keras.Model, plan: QuantPlan) -> None:
     their grids follow the weights)."""
     plan.check_matches(plan_of(qmodel))
     if plan.non_int8():
-        raise SpecError(f"This plan keeps {plan.non_int8()[:3]} in float: a QAT model exports int8 tensors "
-                        "only (float tensors are a tfquant.ptq plan feature); set them back to int8.")
+        named = ", ".join(f"{e!r} ({plan.precision[e]})" for e in plan.non_int8()[:3])
+        raise SpecError(f"This plan keeps {named} out of int8: a QAT model exports int8 tensors only (float "
+                        "and int16 tensors are a tfquant.ptq plan feature); set them back to int8.")
     for layer in _quant_layers(qmodel):
         for q in layer.quantizers().values():
             if isinstance(q, ActivationQuantizer) and q.name in plan.ranges:
