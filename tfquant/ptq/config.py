@@ -22,7 +22,8 @@ from tfquant.errors import SpecError
 
 STEPS = ("cle", "bias_absorption", "bias_correction", "adaround")
 DEFAULT_MAX_CALIBRATION_SAMPLES = 256
-DEFAULT_STEPS = ("cle", "bias_absorption", "bias_correction")
+DEFAULT_STEPS = ("bias_correction", "adaround")                      # with calibration data
+DATA_FREE_STEPS = ("cle", "bias_absorption", "bias_correction")       # without (AdaRound needs data)
 WEIGHT_RANGES = ("minmax", "mse")
 ACTIVATION_RANGES = ("minmax", "mse", "percentile", "bn")
 LOGITS_RANGES = ("cross_entropy", "minmax", "mse", "percentile", "bn")
@@ -124,7 +125,7 @@ class PTQConfig:
     absorb_through_padding: bool = False
     bn_alpha: float = 6.0
     bn_sigmas: float = 3.0
-    adaround_iterations: int = 1000
+    adaround_iterations: int = 200
     adaround_batch_size: int = 32
     adaround_patch: int = 16
     adaround_rows: int = 1024
@@ -195,7 +196,13 @@ class PTQConfig:
 
     @property
     def active_steps(self) -> tuple[str, ...]:
-        return DEFAULT_STEPS if self.steps is None else tuple(self.steps)
+        return self.steps_for(self.data_free)
+
+    def steps_for(self, data_free: bool) -> tuple[str, ...]:
+        """The steps run: `steps`, else `DATA_FREE_STEPS` without data and `DEFAULT_STEPS` with."""
+        if self.steps is not None:
+            return tuple(self.steps)
+        return DATA_FREE_STEPS if data_free else DEFAULT_STEPS
 
     @property
     def adaround_learning_rate(self) -> float:
