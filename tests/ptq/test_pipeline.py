@@ -10,7 +10,7 @@ import tensorflow as tf
 import ptq_models
 import tfquant
 from ptq_models import first_output, rel_error, signature_fn
-from tfquant.ptq import PTQConfig, PTQResult
+from tfquant.ptq import DEFAULT_STEPS, PTQConfig, PTQResult
 
 FAST = dict(progress=False)
 
@@ -146,7 +146,7 @@ def test_ptq_is_a_function_and_config():
     assert isinstance(tfquant.ptq, types.FunctionType) and tfquant.PTQConfig is PTQConfig
     assert PTQConfig(steps="cle, bias_correction").active_steps == ("cle", "bias_correction")
     # calibrated: reconstruction by default; without data the data-free steps (AdaRound needs data)
-    assert PTQConfig().active_steps == tfquant.ptq.DEFAULT_STEPS == ("bias_correction", "adaround")
+    assert PTQConfig().active_steps == DEFAULT_STEPS == ("bias_correction", "adaround")
     assert PTQConfig(data_free=True).active_steps == PTQConfig().steps_for(data_free=True) \
         == ("cle", "bias_absorption", "bias_correction")
     assert PTQConfig(data_free=True).activation_estimator == "bn"
