@@ -10,8 +10,9 @@ sees the same boxes, rendered at its own input size. Figures: top-1 agreement wi
 Keras model and logit SQNR, each with a 95% bootstrap interval that resamples evaluation photos;
 int8 routes run under the interpreter's default (XNNPACK) kernels. For each model: the TFLite
 converter's per-channel PTQ (from the Keras model, a user's route with the converter alone), and
-tfquant's default pipeline per-channel and per-tensor and its data-free pipeline, each from the
-cached SavedModel; *end to end s* is tfquant.ptq from the SavedModel path to the flatbuffer
+tfquant's default pipeline (bias correction + AdaRound) per-channel and per-tensor, the same
+without reconstruction (CLE, bias absorption, bias correction) and its data-free pipeline, each
+from the cached SavedModel; *end to end s* is tfquant.ptq from the SavedModel path to the flatbuffer
 verified against its exact simulation (`verify`, reference kernels, 4 evaluation crops: on a
 shared 2-core machine the reference kernels take ~15 s a crop).
 Latency and size beside the converter's int8 model and the float flatbuffer.
@@ -34,17 +35,16 @@ MODELS = ("lite0", "lite1", "lite2")
 TITLES = {"lite0": "EfficientNet-Lite0", "lite1": "EfficientNet-Lite1", "lite2": "EfficientNet-Lite2"}
 CONVERTER = "TFLite converter PTQ per-channel"
 TFQUANT_ROUTES = [
-    # (row name, tfquant.ptq options)
+    # (row name, tfquant.ptq options). The default calibrated pipeline is bias correction + AdaRound
+    # (issue 13, PTQConfig); the "without reconstruction" rows are the previous default, for the ablation.
     ("tfquant default pipeline per-channel", dict(per_channel=True)),
     ("tfquant default pipeline per-tensor", dict(per_channel=False)),
+    ("tfquant without reconstruction (cle, bias_absorption, bias_correction) per-channel",
+     dict(per_channel=True, steps=("cle", "bias_absorption", "bias_correction"))),
+    ("tfquant without reconstruction (cle, bias_absorption, bias_correction) per-tensor",
+     dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction"))),
     ("tfquant data-free (per-channel)", dict(per_channel=True, data_free=True,
                                              input_range=INPUT_RANGE)),
-    # reconstruction (issue 13): bias correction then AdaRound, 200 iterations (CLE before AdaRound
-    # measured worse on Lite0)
-    ("tfquant bias correction + AdaRound per-channel", dict(per_channel=True, steps=("bias_correction", "adaround"),
-                                                           adaround_iterations=200, adaround_lr=0.01)),
-    ("tfquant bias correction + AdaRound per-tensor", dict(per_channel=False, steps=("bias_correction", "adaround"),
-                                                          adaround_iterations=200, adaround_lr=0.01)),
 ]
 COLUMNS = ["route", "agreement", "agreement_ci", "sqnr_db", "sqnr_ci", "exact", "latency_ms",
            "size_kb", "quant_seconds", "total_seconds", "note"]

@@ -76,7 +76,7 @@ def exact_fraction(tflite: bytes, simulation, x) -> float:
 
 def both_routes(model: keras.Model, x_cal: np.ndarray, x_test: np.ndarray, layer: str):
     """[(route, ops, exact fraction)] for PTQ and QAT; QAT's report must call `layer` quantized."""
-    result = tfquant.ptq(model, x_cal, progress=False)
+    result = tfquant.ptq(model, x_cal, progress=False, steps=("cle", "bias_absorption", "bias_correction"))
     tflite = result.to_tflite()
     out = [("ptq", ops_of(tflite), exact_fraction(tflite, result, x_test))]
     qmodel = tfquant.quantize_model(model)

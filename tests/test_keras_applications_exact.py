@@ -20,7 +20,7 @@ def _data(shape=(16, 16, 3), n_cal=32, n_test=32):
 def _route(model, route: str, x_cal, x_test):
     """(flatbuffer, verify result) of `model` through tfquant's PTQ or QAT route."""
     if route == "ptq":
-        sim = tfquant.ptq(model, x_cal, progress=False)
+        sim = tfquant.ptq(model, x_cal, progress=False, steps=("cle", "bias_absorption", "bias_correction"))
         return sim.to_tflite(), sim.verify(x_test, kernels=("reference",))
     qmodel = tfquant.quantize_model(model)
     tfquant.calibrate(qmodel, x_cal)
@@ -198,7 +198,8 @@ def test_mobilenet_v3_block_is_int8_and_exact(route, lowering):
     x_cal, x_test = (127.5 * (v + 1.0) for v in _data())
     model = mobilenet_v3_block()
     if route == "ptq":
-        sim = tfquant.ptq(model, x_cal, progress=False, hard_swish=lowering)
+        sim = tfquant.ptq(model, x_cal, progress=False, hard_swish=lowering,
+                           steps=("cle", "bias_absorption", "bias_correction"))
         tflite, result = sim.to_tflite(), sim.verify(x_test, kernels=("reference",))
     else:
         qmodel = tfquant.quantize_model(model, {"hard_swish": lowering})

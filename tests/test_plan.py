@@ -40,7 +40,8 @@ def changed_tensors(a: bytes, b: bytes) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ptq_result():
-    return tfquant.ptq(ptq_models.keras3_model(), ptq_models.data(64, seed=1), progress=False)
+    return tfquant.ptq(ptq_models.keras3_model(), ptq_models.data(64, seed=1), progress=False,
+                       steps=("cle", "bias_absorption", "bias_correction"))
 
 
 def _logits_quantizer(result) -> str:

@@ -26,7 +26,8 @@ def test_quick_generalization_suite_prints_measured_table():
     text = proc.stdout
     assert "60 evaluation crops of 30 other photos" in text
     for route in ("TFLite converter PTQ per-channel", "tfquant default pipeline per-channel",
-                  "tfquant default pipeline per-tensor", "tfquant data-free (per-channel)"):
+                  "tfquant default pipeline per-tensor", "tfquant data-free (per-channel)",
+                  "tfquant without reconstruction (cle, bias_absorption, bias_correction) per-channel"):
         m = re.search(r"\| EfficientNet-Lite0: " + re.escape(route) +
                       r" \| ([0-9.]+)% \| ([0-9.]+)-([0-9.]+)% \| ([-0-9.]+) \| ([-0-9.]+)-([-0-9.]+) \|"
                       r" ([-0-9.%]+) \| ([0-9.]+) \| ([0-9.]+) \|", text)

@@ -10,7 +10,7 @@ import tensorflow as tf
 import ptq_models
 import tfquant
 from ptq_models import first_output, rel_error, signature_fn
-from tfquant.ptq import PTQConfig, PTQResult
+from tfquant.ptq import DEFAULT_STEPS, PTQConfig, PTQResult
 
 FAST = dict(progress=False)
 
@@ -45,14 +45,18 @@ def test_saved_models_to_int8_tflite_that_verifies(source, request, calibration,
     # the simulation predicts the flatbuffer; and it is close to the float model
     float_out = signature_fn(path)(evaluation)
     assert rel_error(float_out, first_output(sim(evaluation))) < 0.15
-    assert "steps: cle, bias_absorption" in sim.report.summary()
+    # the default calibrated pipeline: empirical bias correction and AdaRound on every layer
+    assert sim.report.steps[-2:] == ["adaround", "bias_correction (empirical)"] and sim.report.cle is None
+    assert set(sim.report.layerwise.adaround) == {n.name for n in sim.graph.linear_nodes()}
+    assert any(r.flipped > 0 and r.loss_adaround < r.loss_nearest for r in sim.report.layerwise.adaround.values())
+    assert f"AdaRound: {len(sim.graph.linear_nodes())} layers" in sim.report.summary()
 
 
 def test_module_with_unknown_op_reports_it(gated_module_dir, calibration, evaluation):
     """Ops the IR does not know pass through with a quantizer on their output (LOGISTIC on
     TFLite's fixed grid): int8 everywhere; the simulation has no integer emulation of them, so
     it predicts their outputs within one LSB rather than exactly."""
-    sim = tfquant.ptq(gated_module_dir, calibration, **FAST)
+    sim = tfquant.ptq(gated_module_dir, calibration, steps=("cle", "bias_absorption", "bias_correction"), **FAST)
     ops = {op for _, op in sim.report.unknown_ops}
     assert {"Sigmoid", "Mul"} <= ops
     assert "passed through untouched" in sim.report.summary()
@@ -63,7 +67,7 @@ def test_module_with_unknown_op_reports_it(gated_module_dir, calibration, evalua
 
 
 def test_per_tensor_weights(keras3_dir, calibration, evaluation):
-    sim = tfquant.ptq(keras3_dir, calibration, per_channel=False, **FAST)
+    sim = tfquant.ptq(keras3_dir, calibration, per_channel=False, steps=("cle", "bias_absorption", "bias_correction"), **FAST)
     assert_int8_everywhere(sim.to_tflite(), per_channel=False)
     assert sim.verify(evaluation, kernels=("reference",)).exact_fraction >= 0.995
 
@@ -100,7 +104,8 @@ def test_data_free(keras3_dir, evaluation, tmp_path):
 def test_keras_model_in_memory_and_float_saved_model(calibration, evaluation, tmp_path):
     model = ptq_models.keras3_model(softmax=False)
     out = tmp_path / "float_model"
-    sim = tfquant.ptq(model, calibration, saved_model_output=out, **FAST)
+    sim = tfquant.ptq(model, calibration, saved_model_output=out, steps=("cle", "bias_absorption", "bias_correction"),
+                      **FAST)
     loaded = signature_fn(str(out))
     np.testing.assert_allclose(loaded(evaluation), first_output(sim.float_model(evaluation)), rtol=1e-5, atol=1e-5)
     # the written model is equalized and bias corrected, close to the original
@@ -140,5 +145,9 @@ def test_calibration_sources(keras3_dir, calibration, tmp_path):
 def test_ptq_is_a_function_and_config():
     assert isinstance(tfquant.ptq, types.FunctionType) and tfquant.PTQConfig is PTQConfig
     assert PTQConfig(steps="cle, bias_correction").active_steps == ("cle", "bias_correction")
+    # calibrated: reconstruction by default; without data the data-free steps (AdaRound needs data)
+    assert PTQConfig().active_steps == DEFAULT_STEPS == ("bias_correction", "adaround")
+    assert PTQConfig(data_free=True).active_steps == PTQConfig().steps_for(data_free=True) \
+        == ("cle", "bias_absorption", "bias_correction")
     assert PTQConfig(data_free=True).activation_estimator == "bn"
     assert PTQConfig(ranges="minmax").weight_estimator == "minmax"

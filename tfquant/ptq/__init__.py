@@ -23,7 +23,7 @@ from tfquant.ptq.cle import (
     output_channel_range,
     relu6_to_relu,
 )
-from tfquant.ptq.config import DEFAULT_STEPS, STEPS, PTQConfig
+from tfquant.ptq.config import DATA_FREE_STEPS, DEFAULT_STEPS, STEPS, PTQConfig
 from tfquant.ptq.layerwise import layer_output_shift, quantized_kernel, run_layerwise
 from tfquant.ptq.pipeline import PTQReport, PTQResult, ptq
 from tfquant.ptq.ranges import (

@@ -304,7 +304,7 @@ def ptq(model: Any, calibration: Any = None, config: Optional[PTQConfig] = None,
     report.unknown_ops = graph.unknown_ops
     lap("import")
 
-    steps = config.active_steps
+    steps = config.steps_for(data_free)
     report.folded_bn = len(fold_batch_norms(graph))
     report.unfolded_bn = unfolded_batch_norms(graph)
     if config.hard_swish == HARD_SWISH_TFLITE_OP:

@@ -1,0 +1,114 @@
+"""Reconstruction settings on EfficientNet-Lite0/1/2, held-out photos (issue 13).
+
+    python -m benchmarks.recon_sweep --configs mse,percentile --models lite0,lite1,lite2
+    python -m benchmarks.recon_sweep --configs ada200 --models lite1 --diagnose ada200:lite1
+
+Each config is quantized once per model from the cached SavedModel (64 calibration crops of the
+calibration photos) and evaluated on the 180 held-out crops under XNNPACK: top-1 agreement with
+the float Keras model and logit SQNR, 95% bootstrap intervals over photos (the set and split of
+`benchmarks.suite_generalization`). *quantize s*: tfquant.ptq + to_tflite; `--verify` adds the
+flatbuffer check against the exact simulation (4 crops, reference kernels) to *end to end s*.
+`--diagnose config[:model],...`: `tfquant.debug.diagnose` (16 evaluation crops) of each result: weights-only and
+activations-only SQNR and the layers that gain most when kept in float.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+RECON = ("bias_correction", "adaround")
+CONFIGS = {
+    # name: tfquant.ptq options (per-channel unless said)
+    "norecon": dict(steps=("cle", "bias_absorption", "bias_correction")),
+    "ada200": dict(steps=RECON, adaround_iterations=200, adaround_lr=0.01),
+    "mse": dict(steps=RECON, adaround_iterations=200, adaround_lr=0.01, activation_ranges="mse"),
+    "percentile": dict(steps=RECON, adaround_iterations=200, adaround_lr=0.01,
+                       activation_ranges="percentile"),
+    "bn": dict(steps=RECON, adaround_iterations=200, adaround_lr=0.01, activation_ranges="bn"),
+    "mse_logits_mse": dict(steps=RECON, adaround_iterations=200, adaround_lr=0.01,
+                           activation_ranges="mse", logits_ranges="mse"),
+    "mse100": dict(steps=RECON, adaround_iterations=100, adaround_lr=0.01, activation_ranges="mse"),
+    "mse200_rows512": dict(steps=RECON, adaround_iterations=200, adaround_lr=0.01,
+                           activation_ranges="mse", adaround_rows=512),
+    "mse200_maxw": dict(steps=RECON, adaround_iterations=200, adaround_lr=0.01,
+                        activation_ranges="mse", adaround_max_weights=300_000),
+    "mse400": dict(steps=RECON, adaround_iterations=400, adaround_lr=0.01, activation_ranges="mse"),
+    "mse_pt": dict(steps=RECON, adaround_iterations=200, adaround_lr=0.01, activation_ranges="mse",
+                   per_channel=False),
+    "default": dict(),
+    "default_pt": dict(per_channel=False),
+}
+
+
+def measure(variants: Sequence[str], names: Sequence[str], verify: bool, diagnose: Sequence[str],
+            out: Optional[str]) -> None:
+    from benchmarks.data.photos import evaluation_set, photo_bootstrap
+    from benchmarks.models import efficientnet_lite0 as E
+    from benchmarks.peers.converter_ptq import run_tflite
+    import tfquant
+
+    for variant in variants:
+        data = evaluation_set(64, 6, size=E.input_size(variant))
+        cal, evaluation = E.preprocess(data.calibration), E.preprocess(data.evaluation)
+        float_logits = E.load_efficientnet_lite(variant).predict(evaluation, batch_size=30, verbose=0)
+        saved_model = E.cached_saved_model(variant)
+        for name in names:
+            options = dict(CONFIGS[name])
+            start = time.perf_counter()
+            sim = tfquant.ptq(saved_model, cal, progress=False, **options)
+            tflite = sim.to_tflite()
+            quant_s = time.perf_counter() - start
+            exact = ""
+            if verify:
+                v = sim.verify(evaluation[:4], kernels=("reference",), intermediate_samples=0)
+                exact = f" exact {100 * v.exact_fraction:.1f}%"
+            total = time.perf_counter() - start
+            b = photo_bootstrap(float_logits, run_tflite(tflite, evaluation), data.sources)
+            line = (f"| {variant} | {name} | {100 * b.agreement:.1f}% ({100 * b.agreement_ci[0]:.1f}-"
+                    f"{100 * b.agreement_ci[1]:.1f}) | {b.sqnr_db:.1f} ({b.sqnr_ci[0]:.1f}-{b.sqnr_ci[1]:.1f})"
+                    f" | {quant_s:.0f} | {total:.0f}{exact} | {sim.report.steps} "
+                    f"{ {k: round(v, 1) for k, v in sim.report.seconds.items()} } |")
+            print("[recon]", line, flush=True)
+            if out:
+                with open(out, "a") as f:
+                    f.write(line + "\n")
+            if name in diagnose or f"{name}:{variant}" in diagnose:
+                from tfquant.debug import diagnose as run_diagnose
+
+                d = run_diagnose(sim, evaluation[:16], try_fix=False,
+                                 check_tflite=False, top=5)
+                text = f"{variant} {name}:\n{d.summary()}"
+                print("[recon]", text, flush=True)
+                if out:
+                    with open(out, "a") as f:
+                        f.write(text + "\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.recon_sweep",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="lite0,lite1,lite2")
+    parser.add_argument("--configs", default="mse,percentile,bn", help=", ".join(CONFIGS))
+    parser.add_argument("--verify", action="store_true")
+    parser.add_argument("--diagnose", default="", help="configs to diagnose")
+    parser.add_argument("--out", default=None, help="append each row to this file")
+    args = parser.parse_args(argv)
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]   # noqa: E731
+    names = split(args.configs)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config(s) {unknown}")
+    measure(split(args.models), names, args.verify, split(args.diagnose), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
