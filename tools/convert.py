@@ -38,7 +38,8 @@ flags.DEFINE_string("tfrecord_feature", None, "The feature of the TFRecord's exa
                     "way) or preprocessed floats, reshaped to the model's input.")
 flags.DEFINE_boolean("per_tensor", False, "Per-tensor weights (default: per output channel).")
 flags.DEFINE_list("steps", None, "PTQ steps, comma separated, from: cle, bias_absorption, "
-                  "bias_correction, adaround; 'none' for none. Default: the standard pipeline.")
+                  "bias_correction, adaround; 'none' for none. Default: bias_correction,adaround with "
+                  "--calibration, cle,bias_absorption,bias_correction without (data-free).")
 flags.DEFINE_enum("ranges", None, ["minmax", "mse"], "Range estimator for weights and activations.")
 flags.DEFINE_enum("activation_ranges", None, ["minmax", "mse", "percentile", "bn"],
                   "Activation range estimator (overrides --ranges).")
