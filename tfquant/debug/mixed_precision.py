@@ -9,7 +9,8 @@ samples fits them, and its gains do not carry over to new images.
 
 The data is split in two (`rank_fraction`): the *ranking* part orders the candidates (activation
 quantizers) by what leaving each one in float gains in the simulation (the debugger's "all but
-this layer" SQNR), minus what its float ops cost in weight bytes (`db_per_mb`: the float32
+this layer" SQNR, with the kernels of the ops that then run in float left float too, as the
+converter does), minus what its float ops cost in weight bytes (`db_per_mb`: the float32
 kernels of the ops that go float are 4x their int8 size); the *acceptance* part checks each
 candidate on the exported flatbuffer, in the interpreter. Decisions are by logit SQNR (top-1
 agreement on a few dozen samples moves in steps of several percent): a candidate is kept when the
@@ -19,10 +20,11 @@ the all-int8 one. The search stops as soon as the target is met on the acceptanc
 `max_float` tensors, or after `patience` candidates in a row were refused. The figures returned
 are on all of `data`; every candidate tried is in `trials` with its size and latency.
 
-When the PTQ pipeline ran the empirical bias correction, an accepted candidate gets it re-run
-for the mixed plan (`PTQResult.bias_corrected_for`: the float layer's bias uncorrected, the int8
+When the PTQ pipeline ran the empirical bias correction, a candidate that is good or nearly good
+with the all-int8 biases gets the correction re-run for the mixed plan (`PTQResult.bias_corrected_for`: the float layer's bias uncorrected, the int8
 layers after it corrected for what now reaches them, on the pipeline's own calibration samples)
-and is measured again; the corrections made for the all-int8 model would over-correct.
+and is measured again (the corrections made for the all-int8 model over-correct), and it is that
+flatbuffer that is accepted or refused.
 """
 from __future__ import annotations
 
@@ -134,21 +136,28 @@ def latencies_ms(models: dict[str, bytes], rounds: int = 5, runs: int = 5, warmu
     return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
 
 
-def float_weight_bytes(graph, plan, quantizer: str) -> int:
-    """Bytes the exported flatbuffer gains when `quantizer`'s tensors stay float: the ops that
-    produce or read them run in float, so their kernels are stored as float32 instead of int8."""
+def float_ops(graph, plan, quantizer: str) -> set[str]:
+    """The nodes that run in float in the flatbuffer when `quantizer`'s tensors stay float: those
+    that produce them and those that read them (the converter keeps their weights float too)."""
     tensors = set(plan.owners.get(quantizer, []))
     names = {t.rsplit(":", 1)[0] for t in tensors}
     for t in tensors:
         names.update(n.name for n in graph.consumers(t))
-    return int(sum(3 * graph[n].kernel.size for n in names if n in graph.nodes and graph[n].is_linear))
+    return {n for n in names if n in graph.nodes}
+
+
+def float_weight_bytes(graph, plan, quantizer: str) -> int:
+    """Bytes the exported flatbuffer gains when `quantizer`'s tensors stay float: the kernels of
+    `float_ops` are stored as float32 instead of int8."""
+    return int(sum(3 * graph[n].kernel.size for n in float_ops(graph, plan, quantizer) if graph[n].is_linear))
 
 
 def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
                     target_sqnr_db: Optional[float] = None, max_float: int = 8,
                     max_samples: int = 256, rank_fraction: float = 0.5, min_gain_db: float = 0.1,
                     db_per_mb: float = 1.0, patience: int = 8, max_latency_ratio: Optional[float] = None,
-                    measure_latency: bool = True, max_rank_samples: int = 16) -> MixedPrecisionResult:
+                    measure_latency: bool = True, max_rank_samples: int = 16,
+                    recorrect_margin_db: float = 3.0) -> MixedPrecisionResult:
     """Keep the fewest activation tensors of a `tfquant.ptq` result in float that bring the
     exported flatbuffer to the target (top-1 agreement with float, or output SQNR in dB).
 
@@ -158,6 +167,9 @@ def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
     min_gain_db: the flatbuffer SQNR gain (after the size cost) a candidate must bring.
     db_per_mb: what one MB of float weights costs, in dB, when ranking and accepting.
     patience: stop after this many refused candidates in a row.
+    recorrect_margin_db: with an empirical bias correction in the pipeline, a candidate whose
+    flatbuffer (biases as corrected for all-int8) falls short of `min_gain_db` by less than this
+    is measured again with the correction re-run for its plan (`PTQResult.bias_corrected_for`).
     max_latency_ratio: refuse a candidate whose flatbuffer is slower than this times the all-int8
     one (latency is measured for every candidate when `measure_latency`)."""
     if target_agreement is None and target_sqnr_db is None:
@@ -209,9 +221,12 @@ def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
     candidates = [q for q in plan.calibrated_ids() if q not in weights and q not in plan.non_int8()]
     base = sqnr_db(y_rank, _simulate(result.graph, plan, x_rank))
     gain = {}
-    for q in candidates:
+    for q in candidates:          # as the flatbuffer runs it: the ops around q in float, weights too
         trial_plan = plan.copy()
         trial_plan.precision[q] = "float"
+        for op in float_ops(result.graph, plan, q):
+            if op in plan.weight_specs:
+                trial_plan.precision[op] = "float"
         gain[q] = sqnr_db(y_rank, _simulate(result.graph, trial_plan, x_rank)) - base
     cost = {q: float_weight_bytes(result.graph, plan, q) for q in candidates}
     ranked = sorted(candidates, key=lambda q: -(gain[q] - db_per_mb * cost[q] / 1e6))
@@ -243,25 +258,27 @@ def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
             continue
         tried += 1
 
-        def worth(tfl, y_c) -> tuple[bool, str]:
+        def worth(tfl, y_c) -> tuple[float, str]:
             d = figures(y_c, accept)[1]
             paid = d - acc_db - db_per_mb * (len(tfl) - len(tflite)) / 1e6
-            return paid >= min_gain_db, f"({paid:+.2f} dB after size)"
+            return paid, f"({paid:+.2f} dB after size)"
 
-        ok, why = worth(cand, y_c)
-        if ok and result.layerwise_state is not None:          # bias correction re-run for this plan
+        paid, why = worth(cand, y_c)
+        # the biases were corrected for the all-int8 model and over-correct around a float
+        # tensor: re-run the correction for this plan unless the candidate is far off anyway
+        if result.layerwise_state is not None and paid >= min_gain_db - recorrect_margin_db:
             corrected = result.bias_corrected_for(plan)
             cand, y_c = measure(plan, corrected)
             tried += 1
-            ok, why = worth(cand, y_c)
+            paid, why = worth(cand, y_c)
+            why += " (biases re-corrected)"
+        ok = paid >= min_gain_db
         ms = None
-        if ok and measure_latency:
+        if measure_latency:           # beside the all-int8 flatbuffer, for every candidate
             timed = latencies_ms({"int8": int8_tflite, "candidate": cand})
             int8_ms, ms = timed["int8"], timed["candidate"]
-            if max_latency_ratio is not None and ms > max_latency_ratio * int8_ms:
+            if ok and max_latency_ratio is not None and ms > max_latency_ratio * int8_ms:
                 ok, why = False, f"(latency {ms / int8_ms:.2f}x > {max_latency_ratio}x)"
-        elif measure_latency and not ok:
-            ms = latencies_ms({"candidate": cand}, rounds=2)["candidate"]
         trial(q, cand, y_c, ok, why, ms)
         if not ok:
             plan.set_precision(q, "int8")
