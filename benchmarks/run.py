@@ -5,8 +5,8 @@
     python -m benchmarks.run --suites=generalization   # one suite (here Lite0/1/2, new photos)
     python -m benchmarks.run --suites=scale --update   # rewrite only that suite's section in place
 
-The generalization suite needs the photo cache of scripts/fetch_photos.sh; a --quick run leaves
-it, the scale suite and the slow test suites (tutorials included) out unless --suites names them.
+The generalization and mixed_precision suites need the photo cache of scripts/fetch_photos.sh; a
+--quick run leaves them, the scale suite and the slow test suites (tutorials included) out unless --suites names them.
 
 Every figure in BENCHMARKS.md comes from this harness, in one run; a full run of both suites also
 rewrites README.md's headline block from it (benchmarks/readme_figures.py).
@@ -24,8 +24,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small sets and short training (for CI and smoke runs).")
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file to write.")
 flags.DEFINE_string("plots_dir", "benchmarks/plots", "Folder for the PNG plots.")
-flags.DEFINE_list("suites", ["efficientnet", "generalization", "fashion_mnist", "keras_applications", "scale",
-                            "slow_tests"], "Suites to run.")
+flags.DEFINE_list("suites", ["efficientnet", "generalization", "mixed_precision", "fashion_mnist",
+                            "keras_applications", "scale", "slow_tests"], "Suites to run.")
 flags.DEFINE_bool("update", False, "Replace only the sections of the suites run in the existing --output "
                   "(each section then names the run that wrote it), keeping the others.")
 flags.DEFINE_string("keras_applications_rows", "", "JSON file where the Keras applications sweep keeps each "
@@ -119,6 +119,11 @@ def main(argv) -> int:
         from benchmarks import suite_generalization
 
         _, text = suite_generalization.run(quick, ["lite0"] if quick else None)
+        sections.append(text)
+    if "mixed_precision" in FLAGS.suites and (not quick or FLAGS["suites"].present):
+        from benchmarks import suite_mixed_precision
+
+        _, text = suite_mixed_precision.run(quick)
         sections.append(text)
     if "fashion_mnist" in FLAGS.suites:
         from benchmarks import suite_fashion_mnist

@@ -29,28 +29,9 @@ PTQ_ABLATION = [
      dict(per_channel=True, steps=("bias_correction", "adaround"))),
     ("tfquant PTQ data-free (per-channel)", dict(per_channel=True, data_free=True, input_range=INPUT_RANGE)),
 ]
-# Automatic mixed precision (tfquant.debug.mixed_precision): tensors kept in float until the
-# flatbuffer agrees with float on >= 98% of the *calibration* crops; measured on the evaluation crops.
-MIXED_PRECISION = [
-    ("tfquant PTQ per-channel + automatic mixed precision (target 98%)", dict(per_channel=True)),
-    ("tfquant PTQ per-tensor + automatic mixed precision (target 98%)", dict(per_channel=False)),
-]
+# Automatic mixed precision on this model: benchmarks/suite_mixed_precision.py (held-out photos).
 QUICK_ROWS = ("tfquant PTQ per-tensor: naive", "tfquant PTQ per-tensor: +bias correction",
               "tfquant PTQ data-free (per-channel)")
-
-
-def _mixed_precision_row(name, options, saved_model, cal, measure) -> Row:
-    import tfquant
-    import tfquant.debug
-
-    def search():
-        sim = tfquant.ptq(saved_model, cal, progress=False, **options)
-        return tfquant.debug.mixed_precision(sim, cal, target_agreement=0.98, max_float=8)
-
-    mp, secs = harness.timed(search)
-    return measure(name, mp.tflite, secs,
-                   note=f"{len(mp.floats)} tensor(s) float, target {'met' if mp.met else 'not met'} on the "
-                        f"calibration crops ({mp.tried} flatbuffers tried)")
 
 
 def run(quick: bool):
@@ -94,11 +75,6 @@ def run(quick: bool):
         rows.append(measure(name, result.tflite, result.seconds, exact=result.exact,
                             within_one=result.within_one))
         reports.append(f"**{name}**\n\n```\n{result.report}\n```\n")
-
-    for name, options in MIXED_PRECISION:
-        if quick:
-            break
-        rows.append(_mixed_precision_row(name, options, saved_model, cal, measure))
 
     harness.fill_latencies(rows, models)
     float_ms = rows[0].latency_ms

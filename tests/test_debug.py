@@ -139,3 +139,72 @@ def test_automatic_mixed_precision_finds_the_planted_fault(ptq_diagnosis):
     assert float_ops == ["CONV_2D", "CONV_2D"]           # 'spiky' and its consumer, nothing else
     with pytest.raises(tfquant.SpecError, match="needs a target"):
         tfquant.debug.mixed_precision(result, x)
+
+
+def twin_fault_model() -> keras.Model:
+    """Two branches that compute the same function: each a copy of the planted 'spiky' layer and
+    its consumer; branch B's consumer is a 5x5 conv whose kernel is zero but for the centre tap
+    (the same function as branch A's 1x1 conv, 25x the weight bytes). B is built first."""
+    base = planted_fault_model()
+    keras.utils.set_random_seed(3)
+    inp = keras.Input(SHAPE)
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    branches = {}
+    for tag in ("b", "a"):
+        s = L.Conv2D(8, 1, activation="relu", name=f"spiky_{tag}")(x)
+        size = 5 if tag == "b" else 1
+        branches[tag] = L.Conv2D(8, size, padding="same", activation="relu", name=f"c3_{tag}")(s)
+    y = L.GlobalAveragePooling2D()(L.Add()([branches["b"], branches["a"]]))
+    model = keras.Model(inp, L.Dense(5, name="head")(y))
+    model.get_layer("c1").set_weights(base.get_layer("c1").get_weights())
+    model.get_layer("head").set_weights(base.get_layer("head").get_weights())
+    k3, b3 = base.get_layer("c3").get_weights()
+    for tag in ("a", "b"):
+        model.get_layer(f"spiky_{tag}").set_weights(base.get_layer("spiky").get_weights())
+    model.get_layer("c3_a").set_weights([k3, b3])
+    wide = np.zeros((5, 5, 8, 8), np.float32)
+    wide[2, 2] = k3[0, 0]
+    model.get_layer("c3_b").set_weights([wide, b3])
+    return model
+
+
+@pytest.fixture(scope="module")
+def twin_result():
+    return tfquant.ptq(twin_fault_model(), data(256, 0), progress=False, steps=())
+
+
+def _spiky_quantizer(result, tag):
+    node = [n for n in result.graph.linear_nodes() if f"spiky_{tag}" in n.name][0]
+    return result.plan.quantizer_of(node.output())
+
+
+def test_mixed_precision_picks_the_cheaper_of_two_equally_good_tensors(twin_result):
+    result = twin_result
+    qa, qb = _spiky_quantizer(result, "a"), _spiky_quantizer(result, "b")
+    x = data(128, 2)
+    mp = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_float=1)
+    blind = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_float=1, db_per_mb=0.0)
+    # equally good: the same simulated gain, and each alone lifts the flatbuffer by the same amount
+    ta, tb = mp.trials[0], blind.trials[0]
+    assert (ta.quantizer, tb.quantizer) == (qa, qb)
+    assert ta.simulated_gain_db == pytest.approx(tb.simulated_gain_db, abs=1e-3) and ta.simulated_gain_db > 2
+    assert ta.sqnr_db == pytest.approx(tb.sqnr_db, abs=1e-3)
+    # the ops 'spiky' feeds go float: 3 bytes more per kernel weight (1x1x8x8 + 1x1x8x8 vs 1x1x8x8 + 5x5x8x8)
+    assert (ta.weight_bytes, tb.weight_bytes) == (3 * 128, 3 * 1664)
+    assert mp.floats == [qa] and blind.floats == [qb]
+    assert len(mp.tflite) < len(blind.tflite) and ta.size_bytes == len(mp.tflite)
+    assert mp.int8_size == len(result.to_tflite()) < len(mp.tflite)
+    float_ops = [o.op for o in tfquant.inspect(mp.tflite).float_ops if o.op not in ("QUANTIZE", "DEQUANTIZE")]
+    assert float_ops == ["CONV_2D", "CONV_2D"]
+    assert ta.latency_ms > 0 and mp.latency_ms > 0 and mp.int8_latency_ms > 0
+
+
+def test_mixed_precision_refuses_what_costs_too_much(twin_result):
+    result, x = twin_result, data(128, 2)
+    slow = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_latency_ratio=0.5, patience=2)
+    assert slow.floats == [] and slow.tflite == result.to_tflite() and not slow.met
+    assert len(slow.trials) == 2 and all(not t.accepted and "latency" in t.reason for t in slow.trials)
+    assert slow.stopped == "2 candidates in a row refused"
+    # a byte price above what the twin branches gain: nothing is worth keeping in float
+    dear = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, db_per_mb=1e5, measure_latency=False)
+    assert dear.floats == [] and dear.trials == [] and dear.latency_ms is None

@@ -2,22 +2,35 @@
 
     >>> mp = tfquant.debug.mixed_precision(result, x_val, target_agreement=0.98)
     >>> mp.plan.non_int8(), mp.agreement, mp.tflite      # the plan, what it reaches, its flatbuffer
+    >>> for t in mp.trials: print(t)                      # every candidate: SQNR, size, latency
 
-Candidates are the activation quantizers, ranked by what leaving each one in float gains in the
-simulation (the debugger's "all but this layer" sensitivity). They are tried one at a time, in
-that order: each time the plan is exported and the flatbuffer is run in the interpreter on the
-held-out data, a candidate that does not improve the flatbuffer is put back to int8, and the
-search stops as soon as the target is met there (or after `max_float` tensors).
+Pass data the ranges were *not* calibrated on (other crops / photos): a search on the calibration
+samples fits them, and its gains do not carry over to new images.
 
-When the PTQ pipeline ran the empirical bias correction, an accepted candidate gets it re-run
-for the mixed plan (`PTQResult.bias_corrected_for`: the float layer's bias uncorrected, the int8
+The data is split in two (`rank_fraction`): the *ranking* part orders the candidates (activation
+quantizers) by what leaving each one in float gains in the simulation (the debugger's "all but
+this layer" SQNR, with the kernels of the ops that then run in float left float too, as the
+converter does), minus what its float ops cost in weight bytes (`db_per_mb`: the float32
+kernels of the ops that go float are 4x their int8 size); the *acceptance* part checks each
+candidate on the exported flatbuffer, in the interpreter. Decisions are by logit SQNR (top-1
+agreement on a few dozen samples moves in steps of several percent): a candidate is kept when the
+flatbuffer's SQNR on the acceptance part rises by at least `min_gain_db` after paying for the
+bytes it adds, and (with `max_latency_ratio`) when its flatbuffer is not slower than that ratio of
+the all-int8 one. The search stops as soon as the target is met on the acceptance part, after
+`max_float` tensors, or after `patience` candidates in a row were refused. The figures returned
+are on all of `data`; every candidate tried is in `trials` with its size and latency.
+
+When the PTQ pipeline ran the empirical bias correction, a candidate that is good or nearly good
+with the all-int8 biases gets the correction re-run for the mixed plan (`PTQResult.bias_corrected_for`: the float layer's bias uncorrected, the int8
 layers after it corrected for what now reaches them, on the pipeline's own calibration samples)
-and is measured again; the corrections made for the all-int8 model would over-correct, which
-fits the held-out data the search measures on but not other images.
+and is measured again (the corrections made for the all-int8 model over-correct), and it is that
+flatbuffer that is accepted or refused.
 """
 from __future__ import annotations
 
 import dataclasses
+import statistics
+import time
 from typing import Optional
 
 import numpy as np
@@ -28,24 +41,53 @@ from tfquant.errors import SpecError, TFQuantError
 
 
 @dataclasses.dataclass
+class Trial:
+    """One candidate checked on the flatbuffer (acceptance part of the data)."""
+
+    quantizer: str
+    simulated_gain_db: float      # "all but this one" SQNR gain in the simulation (ranking part)
+    weight_bytes: int             # estimated bytes its float ops add (float32 - int8 kernels)
+    sqnr_db: float                # flatbuffer SQNR with it in float (biases re-corrected if kept)
+    agreement: Optional[float]
+    size_bytes: int               # the candidate flatbuffer
+    latency_ms: Optional[float]   # batch-1, one thread, default kernels (None: not measured)
+    accepted: bool
+    reason: str = ""
+
+    def __str__(self) -> str:
+        lat = "-" if self.latency_ms is None else f"{self.latency_ms:.2f} ms"
+        return (f"{'kept   ' if self.accepted else 'refused'} {self.quantizer}: sim +{self.simulated_gain_db:.2f} dB, "
+                f"flatbuffer {self.sqnr_db:.2f} dB, {self.size_bytes / 1e6:.2f} MB "
+                f"(+{self.weight_bytes / 1e6:.3f} MB est.), {lat} {self.reason}")
+
+
+@dataclasses.dataclass
 class MixedPrecisionResult:
     plan: object                     # the QuantPlan found
     result: object                   # the PTQ result to export it with (biases corrected for it)
     tflite: bytes
-    agreement: Optional[float]       # top-1 agreement with float, flatbuffer on the held-out data
+    agreement: Optional[float]       # top-1 agreement with float, flatbuffer on all of `data`
     sqnr_db: float
     int8_agreement: Optional[float]  # the same for the all-int8 flatbuffer
     int8_sqnr_db: float
     floats: list[str]                # quantizer ids kept in float, in the order they were added
-    met: bool
+    met: bool                        # the target, on all of `data`
     tried: int                       # flatbuffers exported and run
+    trials: list[Trial] = dataclasses.field(default_factory=list)
+    int8_size: int = 0               # bytes of the all-int8 flatbuffer
+    int8_latency_ms: Optional[float] = None
+    latency_ms: Optional[float] = None   # the result's flatbuffer, measured beside the all-int8 one
+    stopped: str = ""                # why the search ended
 
     def summary(self) -> str:
         a = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        lat = "" if self.latency_ms is None or not self.int8_latency_ms else \
+            f", latency {self.latency_ms / self.int8_latency_ms:.2f}x the int8 model"
         return (f"mixed precision: {len(self.floats)} tensor(s) in float {self.floats}: agreement "
                 f"{a(self.int8_agreement)} -> {a(self.agreement)}, SQNR {self.int8_sqnr_db:.1f} -> "
-                f"{self.sqnr_db:.1f} dB ({'target met' if self.met else 'target NOT met'}, "
-                f"{self.tried} flatbuffers tried)")
+                f"{self.sqnr_db:.1f} dB, size {self.int8_size / 1e6:.2f} -> {len(self.tflite) / 1e6:.2f} MB{lat} "
+                f"({'target met' if self.met else 'target NOT met'}, {self.tried} flatbuffers tried; "
+                f"{self.stopped})")
 
 
 def _flatbuffer_outputs(tflite: bytes, x: np.ndarray) -> np.ndarray:
@@ -54,64 +96,209 @@ def _flatbuffer_outputs(tflite: bytes, x: np.ndarray) -> np.ndarray:
     return np.asarray(TFLiteRunner(tflite, kernels="default").run([x])[0])
 
 
+def _simulate(graph, plan, x: np.ndarray) -> np.ndarray:
+    """The fake-quant simulation of `plan`, run eagerly (no tf.function to trace for a plan that
+    is run once)."""
+    import tensorflow as tf
+
+    from tfquant.core import simulation_mode
+    from tfquant.graph.emit import Emitter
+
+    with simulation_mode("fake_quant"):
+        env = Emitter(graph, plan, "quant").run([tf.convert_to_tensor(x, tf.float32)])
+    return np.asarray(env[graph.outputs[0][1]])
+
+
+def latencies_ms(models: dict[str, bytes], rounds: int = 5, runs: int = 5, warmup: int = 5) -> dict[str, float]:
+    """Median batch-1 wall time (one thread, default kernels) of each flatbuffer, timed in turn
+    round after round so that a slow spell of a shared machine falls on all of them alike."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interps = {}
+    for name, tflite in models.items():
+        interp = Interpreter(model_content=tflite, num_threads=1)
+        for d in interp.get_input_details():
+            interp.resize_tensor_input(d["index"], [1, *d["shape"][1:]])
+        interp.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], rng.uniform(-1, 1, d["shape"]).astype(d["dtype"]))
+        for _ in range(warmup):
+            interp.invoke()
+        interps[name] = interp
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, interp in interps.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                interp.invoke()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
+
+
+def float_ops(graph, plan, quantizer: str) -> set[str]:
+    """The nodes that run in float in the flatbuffer when `quantizer`'s tensors stay float: those
+    that produce them and those that read them (the converter keeps their weights float too)."""
+    tensors = set(plan.owners.get(quantizer, []))
+    names = {t.rsplit(":", 1)[0] for t in tensors}
+    for t in tensors:
+        names.update(n.name for n in graph.consumers(t))
+    return {n for n in names if n in graph.nodes}
+
+
+def float_weight_bytes(graph, plan, quantizer: str) -> int:
+    """Bytes the exported flatbuffer gains when `quantizer`'s tensors stay float: the kernels of
+    `float_ops` are stored as float32 instead of int8."""
+    return int(sum(3 * graph[n].kernel.size for n in float_ops(graph, plan, quantizer) if graph[n].is_linear))
+
+
 def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
                     target_sqnr_db: Optional[float] = None, max_float: int = 8,
-                    max_samples: int = 256) -> MixedPrecisionResult:
+                    max_samples: int = 256, rank_fraction: float = 0.5, min_gain_db: float = 0.1,
+                    db_per_mb: float = 1.0, patience: int = 8, max_latency_ratio: Optional[float] = None,
+                    measure_latency: bool = True, max_rank_samples: int = 16,
+                    recorrect_margin_db: float = 3.0) -> MixedPrecisionResult:
     """Keep the fewest activation tensors of a `tfquant.ptq` result in float that bring the
-    exported flatbuffer to the target (top-1 agreement with float, or output SQNR in dB)."""
+    exported flatbuffer to the target (top-1 agreement with float, or output SQNR in dB).
+
+    rank_fraction: share of `data` that ranks the candidates (simulation); the rest accepts
+    them (flatbuffer). With fewer than 4 samples both use all of it. The ranking runs one
+    simulation per candidate, on at most `max_rank_samples` of its part.
+    min_gain_db: the flatbuffer SQNR gain (after the size cost) a candidate must bring.
+    db_per_mb: what one MB of float weights costs, in dB, when ranking and accepting.
+    patience: stop after this many refused candidates in a row.
+    recorrect_margin_db: with an empirical bias correction in the pipeline, a candidate whose
+    flatbuffer (biases as corrected for all-int8) falls short of `min_gain_db` by less than this
+    is measured again with the correction re-run for its plan (`PTQResult.bias_corrected_for`).
+    max_latency_ratio: refuse a candidate whose flatbuffer is slower than this times the all-int8
+    one (latency is measured for every candidate when `measure_latency`)."""
     if target_agreement is None and target_sqnr_db is None:
         raise SpecError("mixed_precision needs a target: target_agreement (e.g. 0.98) or target_sqnr_db.")
     if not hasattr(result, "with_plan"):
         raise SpecError("mixed_precision works on a tfquant.ptq result.")
+    if not 0.0 < rank_fraction < 1.0:
+        raise SpecError(f"rank_fraction must be in (0, 1), got {rank_fraction}.")
+    if max_latency_ratio is not None and not measure_latency:
+        raise SpecError("max_latency_ratio needs measure_latency=True.")
     import tfquant
 
     x = np.asarray(data, np.float32)[:max_samples]
+    n_rank = int(round(rank_fraction * len(x)))
+    if len(x) < 4 or n_rank in (0, len(x)):
+        rank, accept = np.arange(len(x)), np.arange(len(x))
+    else:       # interleaved, e.g. every other sample for 0.5
+        order = np.arange(len(x))
+        f = 1.0 - n_rank / len(x)
+        accept = order[np.floor((order + 1) * f) > np.floor(order * f)]
+        rank = np.setdiff1d(order, accept)
     subject = PTQSubject(result)
     y_float = subject.reference_run(x)    # the model as given, not the bias-corrected float graph
+    rank = rank[:max_rank_samples]
+    x_rank, y_rank = x[rank], y_float[rank]
 
     current = result      # the result whose biases are corrected for the plan accepted so far
 
-    def measure(plan, base=None) -> tuple[bytes, Optional[float], float]:
+    def measure(plan, base=None) -> tuple[bytes, np.ndarray]:
         tflite = tfquant.to_tflite(base or current, plan=plan)
-        y = _flatbuffer_outputs(tflite, x).reshape(y_float.shape)
-        return tflite, agreement(y_float, y), sqnr_db(y_float, y)
+        return tflite, _flatbuffer_outputs(tflite, x).reshape(y_float.shape)
+
+    def figures(y, part=None) -> tuple[Optional[float], float]:
+        ref = y_float if part is None else y_float[part]
+        y = y if part is None else y[part]
+        return agreement(ref, y), sqnr_db(ref, y)
 
     def met(agree, db) -> bool:
         return (target_agreement is None or (agree is not None and agree >= target_agreement)) and \
             (target_sqnr_db is None or db >= target_sqnr_db)
 
     plan = result.plan.copy()
-    tflite, agree, db = measure(plan)
-    int8_agree, int8_db = agree, db
+    int8_tflite, y = measure(plan)
+    tflite, y_best = int8_tflite, y
+    int8_agree, int8_db = figures(y)
+    acc_agree, acc_db = figures(y, accept)
+    int8_ms = None
     weights = set(plan.weight_specs)
-    candidates = [q for q in plan.calibrated_ids() if q not in weights]
-    base = sqnr_db(y_float, subject.run(x))
-    ranked = sorted(candidates, key=lambda q: -(sqnr_db(y_float, subject.run(x, [q])) - base))
+    candidates = [q for q in plan.calibrated_ids() if q not in weights and q not in plan.non_int8()]
+    base = sqnr_db(y_rank, _simulate(result.graph, plan, x_rank))
+    gain = {}
+    for q in candidates:          # as the flatbuffer runs it: the ops around q in float, weights too
+        trial_plan = plan.copy()
+        trial_plan.precision[q] = "float"
+        for op in float_ops(result.graph, plan, q):
+            if op in plan.weight_specs:
+                trial_plan.precision[op] = "float"
+        gain[q] = sqnr_db(y_rank, _simulate(result.graph, trial_plan, x_rank)) - base
+    cost = {q: float_weight_bytes(result.graph, plan, q) for q in candidates}
+    ranked = sorted(candidates, key=lambda q: -(gain[q] - db_per_mb * cost[q] / 1e6))
+    ranked = [q for q in ranked if gain[q] - db_per_mb * cost[q] / 1e6 > 0]
     floats: list[str] = []
-    tried = 1
-    score = lambda a, d: (a if target_agreement is not None and a is not None else 0.0, d)  # noqa: E731
-    for q in ranked[:max(4 * max_float, max_float + 8)]:
-        if met(agree, db) or len(floats) >= max_float:
+    trials: list[Trial] = []
+    tried, refused = 1, 0
+    stopped = "all candidates tried"
+
+    def trial(q, tfl, y_c, accepted, reason, ms) -> None:
+        a, d = figures(y_c, accept)
+        trials.append(Trial(q, gain[q], cost[q], d, a, len(tfl), ms, accepted, reason))
+
+    for q in ranked:
+        if met(acc_agree, acc_db):
+            stopped = "target met on the acceptance part"
+            break
+        if len(floats) >= max_float:
+            stopped = f"max_float={max_float} reached"
+            break
+        if refused >= patience:
+            stopped = f"{patience} candidates in a row refused"
             break
         plan.set_precision(q, "float")
         try:
-            candidate = measure(plan)
+            cand, y_c = measure(plan)
         except TFQuantError:          # nothing int8 left to export, or a converter refusal
             plan.set_precision(q, "int8")
             continue
         tried += 1
-        if score(*candidate[1:]) <= score(agree, db):   # no better on the flatbuffer: keep it int8
-            plan.set_precision(q, "int8")
-            continue
-        if result.layerwise_state is not None:          # bias correction re-run for this plan
+
+        def worth(tfl, y_c) -> tuple[float, str]:
+            d = figures(y_c, accept)[1]
+            paid = d - acc_db - db_per_mb * (len(tfl) - len(tflite)) / 1e6
+            return paid, f"({paid:+.2f} dB after size)"
+
+        paid, why = worth(cand, y_c)
+        # the biases were corrected for the all-int8 model and over-correct around a float
+        # tensor: re-run the correction for this plan unless the candidate is far off anyway
+        if result.layerwise_state is not None and paid >= min_gain_db - recorrect_margin_db:
             corrected = result.bias_corrected_for(plan)
-            candidate = measure(plan, corrected)
+            cand, y_c = measure(plan, corrected)
             tried += 1
-            if score(*candidate[1:]) <= score(agree, db):
-                plan.set_precision(q, "int8")
-                continue
+            paid, why = worth(cand, y_c)
+            why += " (biases re-corrected)"
+        ok = paid >= min_gain_db
+        ms = None
+        if measure_latency:           # beside the all-int8 flatbuffer, for every candidate
+            timed = latencies_ms({"int8": int8_tflite, "candidate": cand})
+            int8_ms, ms = timed["int8"], timed["candidate"]
+            if ok and max_latency_ratio is not None and ms > max_latency_ratio * int8_ms:
+                ok, why = False, f"(latency {ms / int8_ms:.2f}x > {max_latency_ratio}x)"
+        trial(q, cand, y_c, ok, why, ms)
+        if not ok:
+            plan.set_precision(q, "int8")
+            refused += 1
+            continue
+        refused = 0
+        if result.layerwise_state is not None:
             current = corrected
         floats.append(q)
-        tflite, agree, db = candidate
-    return MixedPrecisionResult(plan=plan, result=current.with_plan(plan), tflite=tflite, agreement=agree, sqnr_db=db, int8_agreement=int8_agree,
-                                int8_sqnr_db=int8_db, floats=floats, met=met(agree, db), tried=tried)
+        tflite, y_best = cand, y_c
+        acc_agree, acc_db = figures(y_c, accept)
+    else:
+        if met(acc_agree, acc_db):
+            stopped = "target met on the acceptance part"
+    agree, db = figures(y_best)
+    final_ms = None
+    if measure_latency:
+        timed = latencies_ms({"int8": int8_tflite, "mixed": tflite})
+        int8_ms, final_ms = timed["int8"], timed["mixed"]
+    return MixedPrecisionResult(plan=plan, result=current.with_plan(plan), tflite=tflite, agreement=agree,
+                                sqnr_db=db, int8_agreement=int8_agree, int8_sqnr_db=int8_db, floats=floats,
+                                met=met(agree, db), tried=tried, trials=trials, int8_size=len(int8_tflite),
+                                int8_latency_ms=int8_ms, latency_ms=final_ms, stopped=stopped)
