@@ -151,3 +151,26 @@ def test_ptq_is_a_function_and_config():
         == ("cle", "bias_absorption", "bias_correction")
     assert PTQConfig(data_free=True).activation_estimator == "bn"
     assert PTQConfig(ranges="minmax").weight_estimator == "minmax"
+
+
+def test_bias_correction_rerun_for_an_unchanged_plan_keeps_the_biases():
+    """`PTQResult.bias_corrected_for` moves each bias by the correction for the new plan minus the
+    correction for the pipeline's own plan. After AdaRound (learned against the corrected biases)
+    a plain re-run moved the biases back toward uncorrected (up to 0.14 on this model) and every
+    float tensor the mixed-precision search tried lowered the flatbuffer's SQNR (39.2 -> 37.7 dB);
+    now the own plan keeps every bias, and a float tensor moves only the layers it reaches."""
+    import ptq_models
+
+    model, x = ptq_models.keras3_model(), ptq_models.data(64, seed=1)
+    result = tfquant.ptq(model, x, progress=False, per_channel=False, steps=("bias_correction", "adaround"),
+                         adaround_iterations=50)
+    same = result.bias_corrected_for(result.plan.copy())
+    for a, b in zip(result.graph.linear_nodes(), same.graph.linear_nodes()):
+        np.testing.assert_allclose(b.bias, a.bias, rtol=0, atol=1e-6, err_msg=a.name)
+    logits = [q for t, q in result.plan.qid.items() if "logits" in t and "MatMul" in t]
+    plan = result.plan.copy()
+    plan.set_precision(logits[0], "float")
+    mixed = result.bias_corrected_for(plan)
+    moved = [a.name for a, b in zip(result.graph.linear_nodes(), mixed.graph.linear_nodes())
+             if np.max(np.abs(a.bias - b.bias)) > 1e-6]
+    assert moved and all("logits" in name for name in moved), moved

@@ -116,6 +116,7 @@ class PTQResult:
         self.tflite: Optional[bytes] = None
         self._original_model = None
         self.layerwise_state: Optional[LayerwiseState] = None
+        self._recorrected_own: Optional[dict] = None     # bias_corrected_for's own-plan baseline
         self.rebuild()
 
     @property
@@ -143,11 +144,39 @@ class PTQResult:
         keeps in float gets its uncorrected bias back and the int8 layers after it are corrected
         for what now reaches them (the corrections made for the all-int8 model would over-correct).
         Kernels (AdaRound's included) and activation ranges stay. Without an empirical bias
-        correction in the pipeline this is `with_plan(plan)`."""
+        correction in the pipeline this is `with_plan(plan)`.
+
+        The re-correction is applied as a difference: each bias moves by what the correction gives
+        for `plan` minus what it gives for the pipeline's own plan. Without AdaRound the latter
+        reproduces the pipeline's biases exactly, so this is the correction for `plan`; after
+        AdaRound (which learned its rounding against the corrected biases, and whose mean error a
+        second correction would undo) an unchanged plan keeps its biases, and only the layers the
+        float tensors reach move (on a small model, one float tensor then left the flatbuffer's
+        SQNR at 39.2 dB instead of lowering it to 37.7)."""
         state = self.layerwise_state
         if state is None:
             return self.with_plan(plan)
         self.plan.check_matches(plan)
+        if self._recorrected_own is None:
+            self._recorrected_own = self._recorrected_biases(self.plan)
+        own, mixed = self._recorrected_own, self._recorrected_biases(plan)
+        graph = self.graph.copy()
+        for node in graph.linear_nodes():
+            if node.name in state.biases and node.bias is not None and mixed.get(node.name) is not None:
+                node.weights["bias"] = (node.bias + (mixed[node.name] - own[node.name])).astype(np.float32)
+            elif node.name in state.biases:
+                node.weights["bias"] = mixed.get(node.name)
+                if node.weights["bias"] is None:
+                    node.weights.pop("bias", None)
+        other = PTQResult(graph, plan.copy(), self.config, self.report, self.original_graph)
+        other._original_model = self._original_model
+        other.layerwise_state = state
+        return other
+
+    def _recorrected_biases(self, plan: QuantPlan) -> dict:
+        """Layer -> its bias after the empirical correction re-run for `plan` from the uncorrected
+        biases (kernels as they are)."""
+        state = self.layerwise_state
         graph = self.graph.copy()
         for node in graph.linear_nodes():
             if node.name not in state.biases:
@@ -159,10 +188,7 @@ class PTQResult:
                 node.weights["bias"] = bias
         run_layerwise(graph, plan, state.samples, self.config, bias_correction=True, adaround=False,
                       quantize_activations=self.config.layerwise_activations)
-        other = PTQResult(graph, plan.copy(), self.config, self.report, self.original_graph)
-        other._original_model = self._original_model
-        other.layerwise_state = state
-        return other
+        return {n.name: None if n.bias is None else np.array(n.bias) for n in graph.linear_nodes()}
 
     def export_problems(self) -> list[str]:
         """What the converter would not honour in `plan`: float weights on an op whose input and
