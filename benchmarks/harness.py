@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import statistics
 import time
 from typing import Callable, Optional
 
@@ -87,48 +86,12 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return _sqnr(reference, test)
 
 
-def _ready_interpreter(tflite: bytes):
-    """A one-thread interpreter (default XNNPACK kernels) at batch 1, its inputs filled."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=tflite, num_threads=1)
-    interp.allocate_tensors()
-    for d in interp.get_input_details():
-        shape = [1 if s == -1 else s for s in d["shape"]]
-        shape[0] = 1
-        if list(d["shape"]) != shape:
-            interp.resize_tensor_input(d["index"], shape)
-    interp.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for d in interp.get_input_details():
-        data = rng.uniform(-1, 1, d["shape"])
-        if np.dtype(d["dtype"]) == np.int8:
-            data = rng.integers(-128, 128, d["shape"])
-        interp.set_tensor(d["index"], data.astype(d["dtype"]))
-    return interp
-
-
 def latencies_ms(models: dict[str, bytes], rounds: int = 10, runs: int = 10,
                  warmup: int = 10) -> dict[str, float]:
-    """Median wall time of one batch-1 inference of each model, measured side by side.
+    """`tfquant.export.latencies_ms` with the benchmarks' longer default rounds."""
+    from tfquant.export.interpreter import latencies_ms as measure
 
-    Every round times `runs` invocations of each model in turn, so a slow spell of a shared
-    machine falls on all of them alike; the figure is the median over all `rounds * runs`.
-
-        >>> ms = latencies_ms({"float": float_tflite, "int8": int8_tflite})   # {name: ms}
-    """
-    interps = {name: _ready_interpreter(tfl) for name, tfl in models.items()}
-    for interp in interps.values():
-        for _ in range(warmup):
-            interp.invoke()
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, interp in interps.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                interp.invoke()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
+    return measure(models, rounds=rounds, runs=runs, warmup=warmup)
 
 
 def fill_latencies(rows: list[Row], models: dict[str, bytes]) -> None:

@@ -29,13 +29,12 @@ flatbuffer that is accepted or refused.
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
 from typing import Optional
 
 import numpy as np
 
 from tfquant.debug.subjects import PTQSubject
+from tfquant.export.interpreter import latencies_ms
 from tfquant.export.verify import sqnr_db, top1_agreement as agreement
 from tfquant.errors import SpecError, TFQuantError
 
@@ -107,33 +106,6 @@ def _simulate(graph, plan, x: np.ndarray) -> np.ndarray:
     with simulation_mode("fake_quant"):
         env = Emitter(graph, plan, "quant").run([tf.convert_to_tensor(x, tf.float32)])
     return np.asarray(env[graph.outputs[0][1]])
-
-
-def latencies_ms(models: dict[str, bytes], rounds: int = 5, runs: int = 5, warmup: int = 5) -> dict[str, float]:
-    """Median batch-1 wall time (one thread, default kernels) of each flatbuffer, timed in turn
-    round after round so that a slow spell of a shared machine falls on all of them alike."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interps = {}
-    for name, tflite in models.items():
-        interp = Interpreter(model_content=tflite, num_threads=1)
-        for d in interp.get_input_details():
-            interp.resize_tensor_input(d["index"], [1, *d["shape"][1:]])
-        interp.allocate_tensors()
-        rng = np.random.default_rng(0)
-        for d in interp.get_input_details():
-            interp.set_tensor(d["index"], rng.uniform(-1, 1, d["shape"]).astype(d["dtype"]))
-        for _ in range(warmup):
-            interp.invoke()
-        interps[name] = interp
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, interp in interps.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                interp.invoke()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
 
 
 def float_ops(graph, plan, quantizer: str) -> set[str]:

@@ -3,12 +3,16 @@
     >>> runner = TFLiteRunner(tflite_bytes, kernels="reference")
     >>> outs = runner.run(x)                  # list of float outputs (dequantized)
     >>> q = runner.run_int(x)                 # list of integer outputs as the kernels wrote them
+    >>> latencies_ms({"int8": a, "float": b})  # median batch-1 ms of each, timed side by side
 
 `kernels`: "reference" (TFLite's reference kernels: the arithmetic the int8 spec defines),
 "optimized" (optimized builtin kernels without XNNPACK) or "default" (with XNNPACK, what a
 user gets by default; fastest).
 """
 from __future__ import annotations
+
+import statistics
+import time
 
 
 import numpy as np
@@ -187,3 +191,46 @@ class TFLiteRunner:
 
     def get_tensor(self, index: int) -> np.ndarray:
         return self.interpreter.get_tensor(index)
+
+
+def _ready_interpreter(tflite: bytes):
+    """A one-thread interpreter (default XNNPACK kernels) at batch 1, its inputs filled."""
+    interp = Interpreter(model_content=tflite, num_threads=1)
+    interp.allocate_tensors()
+    for d in interp.get_input_details():
+        shape = [1 if s == -1 else s for s in d["shape"]]
+        shape[0] = 1
+        if list(d["shape"]) != shape:
+            interp.resize_tensor_input(d["index"], shape)
+    interp.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        data = rng.uniform(-1, 1, d["shape"])
+        if np.dtype(d["dtype"]) == np.int8:
+            data = rng.integers(-128, 128, d["shape"])
+        interp.set_tensor(d["index"], data.astype(d["dtype"]))
+    return interp
+
+
+def latencies_ms(models: dict[str, bytes], rounds: int = 5, runs: int = 5,
+                 warmup: int = 5) -> dict[str, float]:
+    """Median wall time of one batch-1 inference of each model (one thread, default kernels),
+    measured side by side.
+
+    Every round times `runs` invocations of each model in turn, so a slow spell of a shared
+    machine falls on all of them alike; the figure is the median over all `rounds * runs`.
+
+        >>> ms = latencies_ms({"float": float_tflite, "int8": int8_tflite})   # {name: ms}
+    """
+    interps = {name: _ready_interpreter(tfl) for name, tfl in models.items()}
+    for interp in interps.values():
+        for _ in range(warmup):
+            interp.invoke()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, interp in interps.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                interp.invoke()
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
