@@ -13,6 +13,7 @@ import pytest
 
 import tfquant
 from benchmarks.peers.converter_ptq import converter_ptq
+from tfquant.ptq import DATA_FREE_STEPS
 
 SHAPE = (32, 32, 3)
 
@@ -40,14 +41,15 @@ def _assert_exact(result) -> None:
     assert result.tensors and all(t.exact == 1.0 for t in result.tensors), result.table()
 
 
-@pytest.mark.parametrize("name", ["MobileNetV3Small", pytest.param("EfficientNetB0", marks=pytest.mark.slow)])
+@pytest.mark.slow    # 1.5-4 minutes each on 2 cores; the default run has the miniatures (test_keras_applications_exact)
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
 def test_application_ptq_from_saved_model_and_qat_are_int8_and_exact(name, tmp_path):
     model, x_cal, x_test = _application(name)
     converter_floats = _float_ops(converter_ptq(model, x_cal))
     assert converter_floats == collections.Counter(), converter_floats   # the converter: all int8
 
     model.export(str(tmp_path / "saved_model"), verbose=False)
-    sim = tfquant.ptq(str(tmp_path / "saved_model"), x_cal, progress=False)
+    sim = tfquant.ptq(str(tmp_path / "saved_model"), x_cal, progress=False, steps=DATA_FREE_STEPS)   # coverage, not reconstruction
     tflite = sim.to_tflite()
     assert _float_ops(tflite) == converter_floats
     _assert_exact(sim.verify(x_test, kernels=("reference",)))

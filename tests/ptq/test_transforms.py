@@ -210,12 +210,12 @@ def test_adaround_beats_round_to_nearest_on_every_layer(calibration):
         np.testing.assert_allclose(quantized_kernel(node, plan), node.kernel, rtol=0, atol=1e-6)
 
 
-def test_adaround_default_iterations_reconstruct_better_than_a_short_run(calibration):
-    """The default iteration count is there because longer runs reconstruct each layer better:
-    on every layer the default is no worse than 50 iterations, and better in total."""
+def test_adaround_longer_runs_reconstruct_better_than_a_short_run(calibration):
+    """Longer runs reconstruct each layer better: on every layer 1,000 iterations are no worse
+    than 50, and better in total (the default, 200, is a time budget: PTQConfig's docstring)."""
     model = ptq_models.keras3_model(softmax=False)
     losses = {}
-    for iterations in (50, PTQConfig().adaround_iterations):
+    for iterations in (50, 1000):
         graph = prepared(model)
         plan = _plan(graph, per_channel=True, bits=4)
         config = CONFIG.replace(adaround_iterations=iterations, adaround_rows=512)
