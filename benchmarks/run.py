@@ -30,6 +30,8 @@ flags.DEFINE_bool("update", False, "Replace only the sections of the suites run 
                   "(each section then names the run that wrote it), keeping the others.")
 flags.DEFINE_string("keras_applications_rows", "", "JSON file where the Keras applications sweep keeps each "
                     "model's rows as it finishes, and skips the models already in it (a resumable sweep).")
+flags.DEFINE_bool("keras_applications_from_rows", False, "Write the Keras applications section from "
+                  "--keras_applications_rows alone, running no model (the models it lacks are named).")
 flags.DEFINE_string("readme", "README.md", "README whose headline block a full run of both suites rewrites "
                     "from the new BENCHMARKS.md ('' for none).")
 
@@ -140,7 +142,8 @@ def main(argv) -> int:
     if "keras_applications" in FLAGS.suites and (not quick or FLAGS["suites"].present):
         from benchmarks import suite_keras_applications
 
-        _, text = suite_keras_applications.run(quick, rows_file=FLAGS.keras_applications_rows or None)
+        _, text = suite_keras_applications.run(quick, rows_file=FLAGS.keras_applications_rows or None,
+                                               measure=not FLAGS.keras_applications_from_rows)
         sections.append(text)
     if "scale" in FLAGS.suites and (not quick or FLAGS["suites"].present):
         from benchmarks import suite_scale

@@ -152,7 +152,9 @@ def markdown(rows: list[dict], routes: list[str]) -> str:
         lines.append(f"| {model} | " + " | ".join(_cell(by[(model, r)]) for r in routes) + " |")
     lines.append("")
     lines.append("Cells: float ops left (which); verify's exact fraction and max LSB under the reference "
-                 "kernels (output row, 8 inputs); flatbuffer size; batch-1 latency (default kernels, 1 thread).")
+                 "kernels (output row, 8 inputs); flatbuffer size; batch-1 latency (default kernels, 1 thread; "
+                 "3 rounds of 5 runs per route, taken one route after another: on a shared machine a "
+                 "busy spell can fall on one route alone).")
     diverging = [(r["model"], r["route"], r["first_diverging"]) for r in rows if r.get("first_diverging")]
     if diverging:
         lines.append("")
@@ -191,18 +193,20 @@ def _save_rows(path: Optional[str], rows: list[dict]) -> None:
         write_bytes_atomic(path, json.dumps(rows, indent=1).encode())
 
 
-def run(quick: bool, timeout: float = 1800.0, rows_file: Optional[str] = None) -> tuple[list[dict], str]:
+def run(quick: bool, timeout: float = 1800.0, rows_file: Optional[str] = None,
+        measure: bool = True) -> tuple[list[dict], str]:
     """The sweep as a BENCHMARKS.md section (benchmarks/run.py): all 15 models, or three with --quick.
 
     With `rows_file`, each model's rows are saved there as soon as it is done (with the commit that
     measured them) and a model already in the file is not run again: a sweep that takes hours can be
-    stopped and resumed, and the section says which commit measured which model.
+    stopped and resumed, and the section says which commit measured which model. `measure=False`
+    writes the section from the file alone and names the models it does not hold yet.
     """
     rows = _load_rows(rows_file)
     done = {r["model"] for r in rows}
     started = time.perf_counter()
     for m in QUICK_MODELS if quick else MODELS:
-        if m in done:
+        if m in done or not measure:
             continue
         commit = _commit()
         got = [dict(r, commit=commit) for r in run_subprocess(m, list(ROUTES), timeout)]
@@ -210,8 +214,9 @@ def run(quick: bool, timeout: float = 1800.0, rows_file: Optional[str] = None) -
         _save_rows(rows_file, rows)
         print(f"[benchmarks] keras_applications {m}: " + "; ".join(f"{r['route']}: {_cell(r)}" for r in got),
               flush=True)
-    wanted = set(QUICK_MODELS if quick else MODELS)
+    wanted = QUICK_MODELS if quick else MODELS
     rows = [r for r in rows if r["model"] in wanted]
+    missing = [m for m in wanted if m not in {r["model"] for r in rows}]
     commits = sorted({r.get("commit", "unknown") for r in rows})
     measured = (f"measured at commit {commits[0]}" if len(commits) == 1 else
                 "measured over several commits: " + "; ".join(
@@ -222,7 +227,8 @@ def run(quick: bool, timeout: float = 1800.0, rows_file: Optional[str] = None) -
             f"statistics from one training-mode pass over {N_BN} uniform [-1, 1] inputs, {N_CAL} calibration "
             f"and {N_TEST} test inputs drawn apart (benchmarks/suite_keras_applications.py; "
             f"{time.perf_counter() - started:.0f} s in this run; {measured}).\n\n"
-            + markdown(rows, list(ROUTES)) + "\n")
+            + markdown(rows, list(ROUTES)) + "\n"
+            + (f"\nNot measured yet: {', '.join(missing)}.\n" if missing else ""))
     return rows, text
 
 
