@@ -226,7 +226,8 @@ def run(quick: bool, timeout: float = 1800.0, rows_file: Optional[str] = None,
             f"`keras.applications.X(weights=None, input_shape={INPUT_SHAPE}, classes={CLASSES})`, batch norm "
             f"statistics from one training-mode pass over {N_BN} uniform [-1, 1] inputs, {N_CAL} calibration "
             f"and {N_TEST} test inputs drawn apart (benchmarks/suite_keras_applications.py; "
-            f"{time.perf_counter() - started:.0f} s in this run; {measured}).\n\n"
+            + (f"{time.perf_counter() - started:.0f} s in this run; " if measure else "")
+            + f"{measured}).\n\n"
             + markdown(rows, list(ROUTES)) + "\n"
             + (f"\nNot measured yet: {', '.join(missing)}.\n" if missing else ""))
     return rows, text
