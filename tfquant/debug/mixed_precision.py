@@ -109,13 +109,15 @@ def _simulate(graph, plan, x: np.ndarray) -> np.ndarray:
 
 
 def float_ops(graph, plan, quantizer: str) -> set[str]:
-    """The nodes that run in float in the flatbuffer when `quantizer`'s tensors stay float: those
-    that produce them and those that read them (the converter keeps their weights float too)."""
-    tensors = set(plan.owners.get(quantizer, []))
-    names = {t.rsplit(":", 1)[0] for t in tensors}
-    for t in tensors:
-        names.update(n.name for n in graph.consumers(t))
-    return {n for n in names if n in graph.nodes}
+    """The nodes that run in float in the flatbuffer when `quantizer`'s tensors stay float and
+    did not before (the emitter's `node_precision`: those that produce and read them; the
+    converter keeps their weights float too)."""
+    from tfquant.graph.emit import node_precision
+
+    trial = plan.copy()
+    trial.set_precision(quantizer, "float")
+    return {n.name for n in graph if n.type not in ("input", "const")
+            and node_precision(graph, trial, n) == "float" and node_precision(graph, plan, n) != "float"}
 
 
 def float_weight_bytes(graph, plan, quantizer: str) -> int:
