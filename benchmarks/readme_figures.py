@@ -74,32 +74,73 @@ def _agreement(row: dict[str, str]) -> str:
     return f"{row['top-1 agreement']} ({row['95% interval']}), {row['logit SQNR dB']} dB"
 
 
+GENERALIZATION = "Generalization"
+HELD_OUT_ROUTES = (   # (summary row prefix in BENCHMARKS.md, its name in the headline)
+    ("tfquant default pipeline per-channel", "tfquant PTQ, default pipeline, per-channel weights"),
+    ("tfquant default pipeline per-tensor", "tfquant PTQ, default pipeline, per-tensor weights"),
+    ("tfquant data-free", "tfquant PTQ, data-free (no calibration data)"),
+    ("TFLite converter PTQ per-channel", "TFLite converter PTQ, per-channel weights"),
+)
+
+
+def _held_out_lines(found: dict) -> list[str]:
+    """EfficientNet-Lite0/1/2 on photos the calibration never saw: the generalization section's
+    summary rows, with the default pipeline's end-to-end seconds from the per-model tables."""
+    summary = _table(found, GENERALIZATION, "route")
+    models = [k for k in summary[0] if k != "route"]
+    per_model = [t for t in found[next(h for h in found if h.startswith(GENERALIZATION))]
+                 if t and "end to end s" in t[0]]
+    seconds, exact = {}, {}
+    for model in models:
+        for table in per_model:
+            if table[0]["route"].startswith(model + ":"):
+                row = _row(table, f"{model}: {HELD_OUT_ROUTES[0][0]}")
+                seconds[model], exact[model] = row["end to end s"], row.get("sim=TFLite exact", "-")
+    lines = ["| " + " | ".join(["held-out photos"] + models) + " |", "|---" * (len(models) + 1) + "|"]
+    for prefix, name in HELD_OUT_ROUTES:
+        row = _row(summary, prefix)
+        lines.append("| " + " | ".join([name] + [row[m] for m in models]) + " |")
+    if seconds:
+        lines.append("| " + " | ".join(["the default pipeline end to end, s (SavedModel to verified flatbuffer)"]
+                                       + [seconds.get(m, "-") for m in models]) + " |")
+        lines.append("| " + " | ".join(["the same: int8 outputs the simulation predicts exactly (reference kernels)"]
+                                       + [exact.get(m, "-") for m in models]) + " |")
+    return lines
+
+
+def _applications_text(found: dict) -> tuple[str, str, str]:
+    """(label, tfquant, converter) cells: how many Keras applications each tfquant route leaves with no
+    more float ops than the converter and exact under the reference kernels."""
+    table = _table(found, "Keras applications", "model")
+    converter = next(k for k in table[0] if k.startswith("converter"))
+    routes = [k for k in table[0] if k.startswith("tfquant")]
+
+    def float_ops(cell: str) -> int:
+        try:
+            return int(cell.split(";")[0].split()[0])
+        except (ValueError, IndexError):
+            raise FiguresError(f"BENCHMARKS.md Keras applications cell {cell!r} does not start with a float-op "
+                               "count.") from None
+
+    measured = [r for r in table if all(r[k] not in ("", "-") for k in routes + [converter])]
+    good = [r for r in measured if all(float_ops(r[k]) <= float_ops(r[converter]) and "100.0%, 0 LSB" in r[k]
+                                       for k in routes)]
+    int8 = sum(float_ops(r[converter]) == 0 for r in measured)
+    names = " and ".join(k.replace("tfquant ", "") for k in routes)
+    return (f"Keras applications ({len(measured)} measured): {names} fully int8 and bit exact",
+            f"{len(good)} of {len(measured)}: {names} leave no more float ops than the converter, and "
+            "every output is exact (0 LSB)",
+            f"TFLite converter: {int8} of {len(measured)} fully int8, no simulation")
+
+
 def headline(benchmarks: str) -> str:
-    """The headline block's markdown from the text of BENCHMARKS.md: the best tfquant PTQ routes
-    on EfficientNet-Lite0 beside the TFLite converter's PTQ, the simulation's fidelity, and QAT on
-    Fashion-MNIST beside TFMOT."""
+    """The headline block's markdown from the text of BENCHMARKS.md: tfquant's PTQ on
+    EfficientNet-Lite0/1/2 on held-out photos beside the TFLite converter's PTQ, the Keras
+    applications' coverage and exactness, and QAT on Fashion-MNIST beside TFMOT."""
     found = tables(benchmarks)
-    eff = _table(found, "EfficientNet-Lite0", "top-1 agreement")
     fm = _table(found, "Fashion-MNIST", "TFLite accuracy")
     machine = re.search(r"Machine: (.*?)\.\s*$", benchmarks, re.M)
-    ours = [r for r in eff if r["route"].startswith("tfquant PTQ")]
-
-    def best(prefix: str) -> dict[str, str]:
-        rows = [r for r in ours if r["route"].startswith(prefix) and r["top-1 agreement"] != "-"]
-        if not rows:
-            raise FiguresError(f"BENCHMARKS.md has no {prefix!r} row with a top-1 agreement.")
-        return max(rows, key=lambda r: _pct(r["top-1 agreement"]))
-
-    per_channel, per_tensor = best("tfquant PTQ per-channel:"), best("tfquant PTQ per-tensor:")
-    default = _row(eff, "tfquant PTQ per-channel: default pipeline")
-    data_free = _row(eff, "tfquant PTQ data-free")
-    exact = [_pct(r["sim=TFLite exact"]) for r in ours if r["sim=TFLite exact"] != "-"]
-    if not exact:
-        raise FiguresError("BENCHMARKS.md has no tfquant PTQ row with a sim=TFLite exact figure.")
-    exact_text = (f"{min(exact):.2f}% on each of the {len(exact)} tfquant PTQ routes measured"
-                  if min(exact) == max(exact)
-                  else f"{min(exact):.2f}% to {max(exact):.2f}% over {len(exact)} tfquant PTQ routes")
-    conv_pc, conv_pt = _row(eff, "TFLite converter PTQ per-channel"), _row(eff, "TFLite converter PTQ per-tensor")
+    apps_label, apps, apps_peer = _applications_text(found)
     qat, tfmot, flt = _row(fm, "tfquant QAT W8A8"), _row(fm, "TFMOT"), _row(fm, "float TFLite")
     tfmot_name = tfmot["route"].split(" QAT")[0]
     seeds: Optional[str] = None
@@ -109,33 +150,17 @@ def headline(benchmarks: str) -> str:
         seeds = f"; mean of {len(runs)} seeds {seed_row['mean']}"
     except FiguresError:
         pass
-
-    def label(row):
-        """The route's steps; rows named "+step" add one step to the rows above them."""
-        name = row["route"].split(": ", 1)[-1]
-        if not name.startswith("+"):
-            return name
-        group = row["route"].split(": ", 1)[0] + ": +"
-        above = [r["route"] for r in eff[:eff.index(row) + 1] if r["route"].startswith(group)]
-        return ", ".join(r.split(": +", 1)[1] for r in above)
-
     lines = [
         "<!-- written by `python -m benchmarks.readme_figures` from BENCHMARKS.md: do not edit by hand -->",
-        "Headline figures from `BENCHMARKS.md` (one run of `python -m benchmarks.run`"
-        + (f"; {machine.group(1)}" if machine else "") + "). Top-1 agreement with the float model, its 95% "
-        "interval (8 photos: wide) and the logit SQNR:",
+        "Headline figures from `BENCHMARKS.md`" + (f" ({machine.group(1)})" if machine else "") + ". "
+        "EfficientNet-Lite0/1/2, PTQ W8A8, on photos the calibration never saw: top-1 agreement with the float "
+        "model (95% interval over photos) and logit SQNR, int8 under the default (XNNPACK) kernels:",
+        "",
+        *_held_out_lines(found),
         "",
         "| | tfquant | peer |",
         "|---|---|---|",
-        f"| EfficientNet-Lite0, PTQ W8A8, per-channel weights | {_agreement(per_channel)} ({label(per_channel)}, "
-        f"{per_channel['quantize s']} s) | TFLite converter: {_agreement(conv_pc)} |",
-        f"| the same, tfquant's default pipeline | {_agreement(default)} ({default['quantize s']} s) | |",
-        f"| EfficientNet-Lite0, PTQ W8A8, per-tensor weights | {_agreement(per_tensor)} ({label(per_tensor)}) | "
-        f"TFLite converter: {_agreement(conv_pt)} |",
-        f"| EfficientNet-Lite0, data-free PTQ (no calibration data) | {_agreement(data_free)} | "
-        "TFLite converter: needs a representative dataset |",
-        f"| int8 outputs the simulation predicts exactly (reference kernels) | {exact_text} | "
-        "TFLite converter: no simulation |",
+        f"| {apps_label} | {apps} | {apps_peer} |",
         f"| Fashion-MNIST QAT W8A8, 1 epoch: TFLite test accuracy (float {flt['TFLite accuracy']}) | "
         f"{qat['TFLite accuracy']}{seeds or ''} | {tfmot_name}: {tfmot['TFLite accuracy']} |",
         f"| the same: int8 outputs of the QAT model equal to its flatbuffer's | {qat['sim=TFLite exact']} | "

@@ -32,8 +32,24 @@ flags.DEFINE_string("keras_applications_rows", "", "JSON file where the Keras ap
                     "model's rows as it finishes, and skips the models already in it (a resumable sweep).")
 flags.DEFINE_bool("keras_applications_from_rows", False, "Write the Keras applications section from "
                   "--keras_applications_rows alone, running no model (the models it lacks are named).")
-flags.DEFINE_string("readme", "README.md", "README whose headline block a full run of both suites rewrites "
-                    "from the new BENCHMARKS.md ('' for none).")
+flags.DEFINE_string("readme", "README.md", "README whose headline block a run of any suite it quotes "
+                    "(HEADLINE_SUITES) rewrites from the new BENCHMARKS.md ('' for none).")
+
+# the suites whose sections README.md's headline block is written from (benchmarks/readme_figures.py)
+HEADLINE_SUITES = frozenset({"generalization", "keras_applications", "fashion_mnist"})
+
+
+def _update_readme(quick: bool) -> None:
+    """Rewrite README.md's headline block from --output when a suite it quotes was run."""
+    if not FLAGS.readme or quick or not set(FLAGS.suites) & HEADLINE_SUITES:
+        return
+    from benchmarks import readme_figures
+
+    try:
+        readme_figures.update_readme(FLAGS.output, FLAGS.readme)
+        logging.info("wrote the headline figures of %s", FLAGS.readme)
+    except readme_figures.FiguresError as e:
+        logging.warning("%s: headline block not rewritten: %s", FLAGS.readme, e)
 
 
 def _plot(rows, metric: str, title: str, path: str) -> None:
@@ -160,15 +176,12 @@ def main(argv) -> int:
                             "that one run, except in the sections stamped with the later run that rewrote them (")
         write_bytes_atomic(FLAGS.output, text.encode())
         logging.info("updated %d section(s) of %s", len(sections) - 2, FLAGS.output)
+        _update_readme(quick)
         return 0
     sections.append(f"Total benchmark wall time: {time.time() - started:.0f} s.\n")
     write_bytes_atomic(FLAGS.output, "\n".join(sections).encode())
     logging.info("wrote %s", FLAGS.output)
-    if FLAGS.readme and not quick and {"efficientnet", "fashion_mnist"} <= set(FLAGS.suites):
-        from benchmarks import readme_figures
-
-        readme_figures.update_readme(FLAGS.output, FLAGS.readme)
-        logging.info("wrote the headline figures of %s", FLAGS.readme)
+    _update_readme(quick)
     return 0
 
 
