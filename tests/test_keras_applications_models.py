@@ -28,7 +28,7 @@ def _application(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray]:
     for bn in bns:
         bn.momentum = 0.0
     model(rng.uniform(-1, 1, (32, *SHAPE)).astype(np.float32), training=True)
-    return (model, rng.uniform(-1, 1, (32, *SHAPE)).astype(np.float32),
+    return (model, rng.uniform(-1, 1, (16, *SHAPE)).astype(np.float32),
             rng.uniform(-1, 1, (4, *SHAPE)).astype(np.float32))
 
 
@@ -41,19 +41,36 @@ def _assert_exact(result) -> None:
     assert result.tensors and all(t.exact == 1.0 for t in result.tensors), result.table()
 
 
-@pytest.mark.slow    # 1.5-4 minutes each on 2 cores; the default run has the miniatures (test_keras_applications_exact)
-@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
-def test_application_ptq_from_saved_model_and_qat_are_int8_and_exact(name, tmp_path):
-    model, x_cal, x_test = _application(name)
-    converter_floats = _float_ops(converter_ptq(model, x_cal))
-    assert converter_floats == collections.Counter(), converter_floats   # the converter: all int8
+# Slow: 1.5-4 minutes per test on the shared 2 cores (tracing and freezing 15-40k-op graphs, not
+# the data: 32x32 inputs, 16 calibration samples, data-free PTQ steps). The default run has the
+# miniatures (test_keras_applications_exact).
+pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(scope="module", params=[
+    "MobileNetV3Small",    # hard-swish, squeeze-excite MUL
+    "ResNet50V2",          # pre-activation BN
+    "EfficientNetB0",      # swish, squeeze-excite
+])
+def application(request):
+    """One built application per module run, shared by its PTQ and QAT tests, with the float
+    ops of the TFLite converter's own PTQ (none: all three are int8 there)."""
+    model, x_cal, x_test = _application(request.param)
+    converter_floats = _float_ops(converter_ptq(model, x_cal))
+    assert converter_floats == collections.Counter(), converter_floats
+    return model, x_cal, x_test, converter_floats
+
+
+def test_application_ptq_from_saved_model_is_int8_and_exact(application, tmp_path):
+    model, x_cal, x_test, converter_floats = application
     model.export(str(tmp_path / "saved_model"), verbose=False)
     sim = tfquant.ptq(str(tmp_path / "saved_model"), x_cal, progress=False, steps=DATA_FREE_STEPS)   # coverage, not reconstruction
-    tflite = sim.to_tflite()
-    assert _float_ops(tflite) == converter_floats
+    assert _float_ops(sim.to_tflite()) == converter_floats
     _assert_exact(sim.verify(x_test, kernels=("reference",)))
 
+
+def test_application_qat_is_int8_and_exact(application):
+    model, x_cal, x_test, converter_floats = application
     qmodel = tfquant.quantize_model(model)
     tfquant.calibrate(qmodel, x_cal)
     tflite = tfquant.to_tflite(qmodel)

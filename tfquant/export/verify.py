@@ -24,7 +24,7 @@ from tfquant.core.quant_params import converter_params, dequantize, quantize
 from tfquant.core.integer_kernels import simulation_mode
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import DataError, KernelAbortError
-from tfquant.export.converter import concrete_function_of, is_ptq_result, with_plan
+from tfquant.export.converter import concrete_function_of, frozen_graph_def, is_ptq_result, with_plan
 from tfquant.export.inspector import inspect
 from tfquant.export.interpreter import TFLiteRunner
 
@@ -165,37 +165,51 @@ def _simulated_value(fake_quant_op) -> tf.Tensor:
     return fake_quant_op.outputs[0]
 
 
+def _reachable(graph_def: tf.compat.v1.GraphDef, outputs: Sequence[str]) -> set[str]:
+    """Names of the nodes of `graph_def` that the tensors `outputs` depend on."""
+    inputs = {n.name: [i.lstrip("^").split(":")[0] for i in n.input] for n in graph_def.node}
+    seen: set[str] = set()
+    stack = [t.split(":")[0] for t in outputs]
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(inputs.get(name, ()))
+    return seen
+
+
 def _graph_candidates(simulation, inputs: list[np.ndarray]) -> list[tuple[str, float, int, np.ndarray]]:
     """(name, scale, zero point, simulated value) of each activation FakeQuant of a traced
-    simulation (its exact value where the graph is an exact-mode one)."""
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    simulation (its exact value where the graph is an exact-mode one) that the outputs depend on.
 
+    The graph is frozen to a GraphDef and run in a session that fetches every FakeQuant's range
+    and value at once (no ConcreteFunction is rebuilt around the frozen graph: for a 40k-op
+    graph that rebuilding and its prune took a minute)."""
     try:
-        frozen = convert_variables_to_constants_v2(concrete_function_of(simulation))
+        fn = concrete_function_of(simulation)
+        graph_def, feed_names = frozen_graph_def(fn)
     except Exception:  # noqa: BLE001 - a plain Python callable has no graph to compare
         return []
-    fq_ops = [op for op in frozen.graph.get_operations()
-              if op.type == "FakeQuantWithMinMaxVars" and op.inputs[0].op.type != "Const"]
+    needed = _reachable(graph_def, [t.name for t in fn.outputs])
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    del graph_def
+    fq_ops = [op for op in graph.get_operations()
+              if op.type == "FakeQuantWithMinMaxVars" and op.inputs[0].op.type != "Const" and op.name in needed]
     if not fq_ops:
         return []
-    # Names only from here on, and each copy of the graph (its weights inlined as constants) freed
-    # as soon as the next is made: a large model's frozen graph is hundreds of MB per copy.
     specs = [QuantSpec(bits=op.get_attr("num_bits"), narrow_range=op.get_attr("narrow_range")) for op in fq_ops]
     names = [op.name for op in fq_ops]
-    fetch_names = [op.inputs[k].name for op in fq_ops for k in (1, 2)] + [_simulated_value(op).name for op in fq_ops]
-    feed_names = [t.name for t in frozen.inputs]
-    graph_defs = [frozen.graph.as_graph_def()]
-    del frozen, fq_ops
-    wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_defs.pop(), name=""), [])
-    pruned = wrapped.prune([wrapped.graph.get_tensor_by_name(n) for n in feed_names],
-                           [wrapped.graph.get_tensor_by_name(n) for n in fetch_names])
-    del wrapped
-    values = [np.asarray(v) for v in pruned(*[tf.constant(a, tf.float32) for a in inputs])]
-    del pruned
+    fetches = [op.inputs[k] for op in fq_ops for k in (1, 2)] + [_simulated_value(op) for op in fq_ops]
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True   # the graph's own kernels, unfused
+    with tf.compat.v1.Session(graph=graph, config=config) as session:
+        values = session.run(fetches, {graph.get_tensor_by_name(n): a for n, a in zip(feed_names, inputs)})
     out = []
     for i, (name, spec) in enumerate(zip(names, specs)):
         scale, zp = converter_params(values[2 * i], values[2 * i + 1], spec)
-        out.append((name, float(scale), int(zp), values[2 * len(names) + i]))
+        out.append((name, float(scale), int(zp), np.asarray(values[2 * len(names) + i])))
     return out
 
 
