@@ -9,7 +9,8 @@ calibration crops of the 12 calibration photos, the same 180 evaluation crops of
 photos) with one more set: `search` crops, further crops of the calibration photos that the
 ranges were not calibrated on, which `tfquant.debug.mixed_precision` searches on. PTQ: bias
 correction + AdaRound (200 iterations, lr 0.01), per-channel and per-tensor; each int8 result,
-then its mixed-precision plan (target 98% top-1 agreement, at most 8 float tensors). Figures on
+then its mixed-precision plan (target 98% top-1 agreement, at most 8 float tensors, no
+candidate slower than 1.2x the int8 model). Figures on
 the evaluation crops: agreement with the float Keras model and logit SQNR with 95% bootstrap
 intervals over evaluation photos, the tensors that are not int8 (`tfquant.inspect`), size, and
 latency beside the converter's int8 model (one thread, default kernels, timed side by side).
@@ -30,6 +31,7 @@ from benchmarks.suite_generalization import CONVERTER, sizes  # noqa: E402
 
 TARGET = 0.98
 MAX_FLOAT = 8
+MAX_LATENCY = 1.2     # the latency target: a candidate slower than this x the int8 model is refused
 PTQ_OPTIONS = dict(steps=("bias_correction", "adaround"), adaround_iterations=200, adaround_lr=0.01)
 ROUTES = [("per-channel", dict(per_channel=True)), ("per-tensor", dict(per_channel=False))]
 COLUMNS = ["route", "agreement", "agreement_ci", "sqnr_db", "sqnr_ci", "latency_ms", "size_kb",
@@ -83,7 +85,7 @@ def run(quick: bool, routes_: Sequence[Tuple[str, dict]] = ROUTES,
             searches.append(("the calibration crops", cal))
         for label, x in searches:
             mp, secs = harness.timed(tfquant.debug.mixed_precision, sim, x, target_agreement=TARGET,
-                                     max_float=MAX_FLOAT)
+                                     max_float=MAX_FLOAT, max_latency_ratio=MAX_LATENCY)
             non_int8 = len(tfquant.inspect(mp.tflite).non_int8_tensors)
             route = f"{base} + automatic mixed precision (search on {label})"
             rows.append(row(route, mp.tflite, quant_seconds=secs, note=(
@@ -99,7 +101,8 @@ def run(quick: bool, routes_: Sequence[Tuple[str, dict]] = ROUTES,
             f"The generalization suite's split: {n_cal} calibration crops of "
             f"{len(data.calibration_photos)} photos (the ranges, bias correction and AdaRound), "
             f"{n_search} further crops of the same photos for `tfquant.debug.mixed_precision` "
-            f"(target {100 * TARGET:.0f}% top-1 agreement, at most {MAX_FLOAT} float tensors; it "
+            f"(target {100 * TARGET:.0f}% top-1 agreement, at most {MAX_FLOAT} float tensors, each candidate at most "
+            f"{MAX_LATENCY}x the int8 model's latency; it "
             f"ranks candidates on half of them in the simulation and accepts them by flatbuffer SQNR "
             f"on the other half, paying 1 dB per MB of float weights), and {len(evaluation)} "
             f"evaluation crops of {len(data.evaluation_photos)} other photos for every figure "
