@@ -25,7 +25,7 @@ DEFAULT_MAX_CALIBRATION_SAMPLES = 256
 DEFAULT_STEPS = ("bias_correction", "adaround")                      # with calibration data
 DATA_FREE_STEPS = ("cle", "bias_absorption", "bias_correction")       # without (AdaRound needs data)
 WEIGHT_RANGES = ("minmax", "mse")
-ACTIVATION_RANGES = ("minmax", "mse", "percentile", "bn")
+ACTIVATION_RANGES = ("minmax", "mse", "percentile", "bn", "best")
 LOGITS_RANGES = ("cross_entropy", "minmax", "mse", "percentile", "bn")
 RELU6_POLICIES = ("bounded", "relu")
 BIAS_CORRECTION = ("auto", "empirical", "analytic")
@@ -53,7 +53,8 @@ class PTQConfig:
         top-1 agreement (per-channel weights: a 3x3 depthwise channel has 9 weights, and MSE
         clips the one that matters); the logits still get the cross-entropy estimator.
       weight_ranges: "minmax" or "mse".
-      activation_ranges: "minmax", "mse", "percentile" or "bn" (from batch-norm statistics:
+      activation_ranges: "minmax", "mse", "percentile", "best" (per tensor, the one of
+        `range_candidates` with the least error of the model's outputs) or "bn" (from batch-norm statistics:
         the data-free choice, used for every activation when `data_free`). Min-max by default:
         with bias correction + AdaRound on Lite1 (held-out photos, above) min-max 92.8% 22.7 dB,
         MSE 92.2% 23.2 dB, percentile 92.2% 22.7 dB: no estimator is better within the
@@ -61,6 +62,10 @@ class PTQConfig:
       logits_ranges: estimator for the model's logits (the input of a final softmax, or a
         linear output): "cross_entropy" by default, None for the activation estimator.
       percentile: for the "percentile" estimator.
+      range_candidates: the estimators activation_ranges="best" chooses among, per tensor (the
+        first is where the choice starts; see `ranges.select_ranges_by_output`), on
+        `range_selection_samples` calibration samples (a candidate within 2% of the current
+        range at both ends is not tried).
       data_free: ignore any calibration data: BN-based ranges, analytic bias correction, BN
         statistics for the CLE bounds and bias absorption. Needs `input_range`.
       input_range: (min, max) of the model's input; required when there is no data.
@@ -126,6 +131,8 @@ class PTQConfig:
     activation_ranges: Optional[str] = None
     logits_ranges: Optional[str] = "cross_entropy"
     percentile: float = 99.99
+    range_candidates: tuple[str, ...] = ("minmax", "mse", "percentile")
+    range_selection_samples: int = 32
     data_free: bool = False
     input_range: Optional[tuple[float, float]] = None
     relu6_policy: str = "bounded"
@@ -182,7 +189,7 @@ class PTQConfig:
                 raise SpecError(f"input_range must be (min, max) with min < max, got {self.input_range}.")
             self.input_range = (lo, hi)
         for name in ("adaround_iterations", "adaround_batch_size", "adaround_rows", "adaround_patch",
-                     "max_calibration_samples", "layerwise_samples", "batch_size"):
+                     "max_calibration_samples", "layerwise_samples", "range_selection_samples", "batch_size"):
             v = getattr(self, name)
             if v is None and name == "max_calibration_samples":
                 continue
