@@ -174,3 +174,31 @@ def test_bias_correction_rerun_for_an_unchanged_plan_keeps_the_biases():
     moved = [a.name for a, b in zip(result.graph.linear_nodes(), mixed.graph.linear_nodes())
              if np.max(np.abs(a.bias - b.bias)) > 1e-6]
     assert moved and all("logits" in name for name in moved), moved
+
+
+def test_best_activation_ranges_choose_per_tensor_by_output_error():
+    """activation_ranges="best": per tensor, the candidate estimator (min-max, MSE, percentile)
+    whose range gives the least squared error of the model's outputs on the selection samples.
+    On this model the choice is mixed (min-max for some tensors, MSE or percentile for others),
+    every range is one estimator's range, and the output error on those samples is below that
+    of min-max everywhere (where the coordinate descent starts)."""
+    import ptq_models
+    from tfquant.ptq.ranges import logits_quantizers
+
+    model, x = ptq_models.keras3_model(), ptq_models.data(64, seed=1)
+    results = {name: tfquant.ptq(model, x, progress=False, steps=(), activation_ranges=name)
+               for name in ("minmax", "mse", "percentile", "best")}
+    best = results["best"]
+    logits = logits_quantizers(best.graph, best.plan)
+    used = {k for k in best.report.estimators if k != "cross_entropy"}
+    assert len(used) >= 2 and used <= {"minmax", "mse", "percentile"}, best.report.estimators
+    for q in best.plan.calibrated_ids():
+        if q not in logits:
+            assert any(np.allclose(best.plan.ranges[q], r.plan.ranges[q], rtol=0, atol=1e-7)
+                       for n, r in results.items() if n != "best"), q
+    target = np.asarray(best.original_model(x[:32]))
+
+    def error(sim):
+        return float(np.sum(np.square(np.asarray(sim(x[:32])) - target)))
+
+    assert error(best) < error(results["minmax"]), (error(best), error(results["minmax"]))

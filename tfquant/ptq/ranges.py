@@ -128,6 +128,13 @@ def calibrate_activations(graph: Graph, plan: QuantPlan, calibration, config,
     logits = logits_quantizers(graph, plan)
     chosen = {}
     act_name = config.activation_estimator
+    if act_name == "best":
+        candidates = {q: (config.logits_estimator,) if q in logits else tuple(config.range_candidates)
+                      for q in ids}
+        observed = observe_candidate_ranges(graph, plan, calibration, config, candidates, progress, mode)
+        samples = calibration.take(config.range_selection_samples, batch_size=config.batch_size)
+        return select_ranges_by_output(graph, plan, samples, observed, {q: cs[0] for q, cs in candidates.items()},
+                                       progress)
     stats_ranges = bn_ranges(graph, plan, config, None, allow_missing=True) if act_name == "bn" else {}
     estimators = {}
     for q in ids:
@@ -211,3 +218,105 @@ def set_data_free_ranges(graph: Graph, plan: QuantPlan, config) -> None:
         raise DataError("A data-free PTQ needs the model's input range: set PTQConfig.input_range "
                         "(e.g. (-1.0, 1.0)), or give calibration data.")
     plan.ranges.update(bn_ranges(graph, plan, config, config.input_range))
+
+
+# ---------------------------------------------------------------------------------------------
+# per-tensor estimator choice by the model's output error
+# ---------------------------------------------------------------------------------------------
+def observe_candidate_ranges(graph: Graph, plan: QuantPlan, calibration, config,
+                             candidates: dict[str, tuple[str, ...]], progress: Callable = lambda it, **k: it,
+                             mode: str = "weights") -> dict[str, dict[str, tuple[float, float]]]:
+    """{quantizer id: {estimator: (min, max)}} of each quantizer's `candidates` estimators, in one
+    calibration pass."""
+    estimators = {q: {c: _estimator(c, config) for c in cs} for q, cs in candidates.items()}
+    fetch = {q: list(plan.owners[q]) for q in candidates}
+    refs = sorted({r for rs in fetch.values() for r in rs})
+    sig = input_signature(graph)
+
+    @tf.function(input_signature=sig, autograph=False)
+    def observe(*xs):
+        env = Emitter(graph, plan, mode).run(xs)
+        return {r: env[r] for r in refs}
+
+    for batch in progress(calibration.batches(config.batch_size, config.calibration_limit,
+                                              asked=config.max_calibration_samples is not None),
+                          desc="calibration: activations"):
+        out = observe(batch)
+        for q, rs in fetch.items():
+            for r in rs:
+                value = out[r].numpy()
+                for est in estimators[q].values():
+                    est.update(value)
+    return {q: {c: tuple(float(v) for v in est.range()) for c, est in ests.items()}
+            for q, ests in estimators.items()}
+
+
+def select_ranges_by_output(graph: Graph, plan: QuantPlan, samples: np.ndarray,
+                            candidates: dict[str, dict[str, tuple[float, float]]], start: dict[str, str],
+                            progress: Callable = lambda it, **k: it, chunk: int = 16) -> dict[str, str]:
+    """Per quantizer, the candidate range with the least error of the model's outputs.
+
+    Coordinate descent in graph order from `start` ({quantizer: estimator}): every other
+    quantizer keeps its current choice while one quantizer tries each of its candidates on
+    `samples` (all activations quantized, weights on their grid), against the float model's
+    outputs; the lowest summed squared error wins (a tie keeps the current choice). Sets
+    plan.ranges; returns {quantizer: estimator chosen}."""
+    work = plan.copy()
+    variables = {}
+    for q, choice in start.items():
+        lo, hi = candidates[q][choice]
+        variables[q] = (tf.Variable(lo, dtype=tf.float32, trainable=False),
+                        tf.Variable(hi, dtype=tf.float32, trainable=False))
+        work.ranges[q] = variables[q]
+    sig = input_signature(graph)
+    outputs = [r for _, r in graph.outputs]
+
+    @tf.function(input_signature=sig, autograph=False)
+    def float_fn(*xs):
+        env = Emitter(graph, None, "float").run(xs)
+        return {r: env[r] for r in outputs}
+
+    @tf.function(input_signature=sig, autograph=False)
+    def quant_fn(*xs):
+        env = Emitter(graph, work, "quant").run(xs)
+        return {r: env[r] for r in outputs}
+
+    batches = [tf.constant(samples[s]) for s in _slices(samples.shape[0], chunk)]
+    targets = [{r: np.asarray(v, np.float64) for r, v in float_fn(b).items()} for b in batches]
+
+    def total() -> float:
+        err = 0.0
+        for b, t in zip(batches, targets):
+            for r, v in quant_fn(b).items():
+                err += float(np.sum(np.square(np.asarray(v, np.float64) - t[r])))
+        return err
+
+    chosen = dict(start)
+    best = total()
+    for q in progress(list(start), desc="activation ranges: choosing"):
+        for c, (lo, hi) in candidates[q].items():
+            old = candidates[q][chosen[q]]
+            if c == chosen[q] or _same_grid((lo, hi), old):
+                continue
+            variables[q][0].assign(lo)
+            variables[q][1].assign(hi)
+            e = total()
+            if e < best:
+                best, chosen[q] = e, c
+            else:
+                variables[q][0].assign(old[0])
+                variables[q][1].assign(old[1])
+    for q, c in chosen.items():
+        plan.ranges[q] = candidates[q][c]
+    return chosen
+
+
+def _same_grid(a: tuple[float, float], b: tuple[float, float], tolerance: float = 0.02) -> bool:
+    """Whether two ranges differ by at most `tolerance` of their width at both ends (trying the
+    other is not worth a pass over the samples)."""
+    width = max(a[1] - a[0], b[1] - b[0], 1e-12)
+    return abs(a[0] - b[0]) <= tolerance * width and abs(a[1] - b[1]) <= tolerance * width
+
+
+def _slices(n: int, size: int):
+    return [slice(s, min(n, s + size)) for s in range(0, n, size)]
