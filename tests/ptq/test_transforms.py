@@ -301,6 +301,71 @@ def test_adaround_honours_ctrl_c_within_a_second(calibration):
     assert sent and time.perf_counter() - sent[0] < 1.0
 
 
+class _ConvNode:
+    """The fields of a graph Node that `layer_rows` reads."""
+
+    def __init__(self, type_, kernel, strides, padding, dilations=(1, 1), explicit=None):
+        self.type, self.kernel = type_, kernel
+        self.attrs = dict(strides=[1, *strides, 1], dilations=[1, *dilations, 1], padding=padding,
+                          explicit_paddings=explicit or [0] * 8)
+
+
+@pytest.mark.parametrize("type_, kernel_shape, strides, padding, dilations, x_shape", [
+    ("conv2d", (3, 3, 3, 8), (2, 2), "SAME", (1, 1), (3, 17, 16, 3)),       # odd / even sizes, stride 2
+    ("conv2d", (3, 3, 4, 5), (1, 1), "EXPLICIT", (2, 2), (2, 12, 11, 4)),   # dilated, explicit pads
+    ("depthwise", (5, 5, 6, 1), (2, 2), "SAME", (1, 1), (2, 15, 14, 6)),
+    ("depthwise", (3, 3, 4, 1), (1, 1), "VALID", (1, 1), (2, 9, 8, 4)),
+])
+def test_layer_rows_are_the_convolutions_input_windows(type_, kernel_shape, strides, padding, dilations, x_shape):
+    """Every pooled row times the kernel is the TF convolution's output at that pixel (padding
+    read as zeros), and its target is the given output there."""
+    from tfquant.ptq.adaround import layer_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    kernel = rng.standard_normal(kernel_shape).astype(np.float32)
+    explicit = [0, 0, 1, 2, 2, 1, 0, 0] if padding == "EXPLICIT" else None
+    node = _ConvNode(type_, kernel, strides, padding, dilations, explicit)
+    pad = [[0, 0], [1, 2], [2, 1], [0, 0]] if explicit else padding
+    if type_ == "depthwise":
+        y = tf.nn.depthwise_conv2d(x, kernel, [1, *strides, 1], pad, dilations=dilations)
+    else:
+        y = tf.nn.conv2d(x, kernel, [1, *strides, 1], pad, dilations=[1, *dilations, 1])
+    y = np.asarray(y)
+    target = y + 1.0             # any per-pixel target: checked to be the one of the same pixel
+    xs, ts = layer_rows(node, x, target, np.random.default_rng(1), max_rows=40)
+    assert xs.shape[0] == ts.shape[0] == min(40, y[..., 0].size)
+    if type_ == "depthwise":
+        out = np.einsum("rtc,tc->rc", xs, kernel.reshape(-1, kernel_shape[2]))
+    else:
+        out = xs @ kernel.reshape(-1, kernel_shape[-1])
+    np.testing.assert_allclose(out, ts - 1.0, rtol=0, atol=2e-5)
+    assert np.all(xs == 0.0, axis=tuple(range(1, xs.ndim))).sum() == 0     # no row is all padding
+
+
+def test_adaround_large_kernel_runs_under_xla_in_short_chunks():
+    """A dense layer at XLA_WEIGHTS weights takes the XLA step, in chunks of fewer steps (so that
+    Ctrl-C lands within a second), and still beats round-to-nearest on its own data."""
+    from tfquant.core.op_rules import linear_forward
+    from tfquant.ptq import adaround
+
+    rng = np.random.default_rng(0)
+    k_in = 1024
+    kernel = (rng.standard_normal((k_in, adaround.XLA_WEIGHTS // k_in)) / 32).astype(np.float32)
+    node = _ConvNode("matmul", kernel, (1, 1), "VALID")
+    node.name, node.activation, node.bias, node.out_channels = "dense", None, None, kernel.shape[1]
+    x = rng.standard_normal((48, k_in)).astype(np.float32)
+    target = np.asarray(linear_forward(tf.matmul, tf.constant(x), tf.constant(kernel), None, None))
+    spec = QuantSpec(bits=4, symmetric=True, narrow_range=True, per_channel=True)
+    hi = np.abs(kernel).max(axis=0)
+    adaround._CACHE.clear()
+    learned, result = adaround.adaround_layer(node, x, target, spec, -hi, hi, CONFIG.replace(adaround_iterations=20),
+                                              np.random.default_rng(0))
+    assert [key[-1] for key in adaround._CACHE] == [True]          # the compiled step is XLA's
+    assert adaround.CHUNK_WEIGHTS // kernel.size < adaround.CHUNK_STEPS
+    assert result.iterations == 20 and result.loss_adaround < result.loss_nearest, result
+
+
 @pytest.mark.parametrize("form, fused", [
     ("keras", True),           # x * (relu6(x + 3) / 6): Keras' hard_silu
     ("product_first", True),   # (x * relu6(x + 3)) * (1 / 6)

@@ -45,8 +45,12 @@ GAMMA, ZETA = -0.1, 1.1
 POOL_BYTES = 256 << 20      # a layer's pool of (input window, target) rows, at most
 POOL_ROWS = 16384
 BATCH_BYTES = 4 << 20       # the rows one step gathers, at most (a 5x5 depthwise: ~100 rows)
+XLA_WEIGHTS = 1 << 19       # layers with at least this many weights run their steps under XLA: it
+                            # fuses the kernel-sized element-wise work (a 1280x1000 classifier:
+                            # 2x faster steps, ~3 s to compile); smaller layers would not repay it
 CHUNK_STEPS = 25            # a compiled chunk of steps (well under a second) returns to Python:
-                            # a fixed count, so where the rounding stops never depends on timing
+CHUNK_WEIGHTS = 25 << 17    # ... fewer on large kernels (at most this many weight-steps): a count
+                            # fixed by the shape, so where the rounding stops never depends on timing
 
 
 @dataclasses.dataclass
@@ -70,50 +74,69 @@ def _pixel_rows(node: Node) -> bool:
         and node.attrs.get("padding") in ("SAME", "VALID")
 
 
+def layer_pool(node: Node, x: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+               max_rows: int = POOL_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pool of random output pixels of `node`, compact: (pixels, table, targets).
+
+    pixels [P, Cin]: the distinct input pixels the pool reads, then a row of zeros (padding);
+    table [R, T] (int32): row r's input window as indices into pixels (T = kh * kw; 1 for 1x1
+    convolutions and dense layers); targets [R, Cout]. `pixels[table]` is the pool of input
+    windows (see `layer_rows`) without its overlapping windows stored once per row."""
+    cout = target.shape[-1]
+    cin = x.shape[-1]
+    if _pixel_rows(node):
+        total = int(np.prod(x.shape[:-1]))
+        cap = int(min(max_rows, max(1, POOL_BYTES // (4 * (cin + cout)))))
+        flat = np.arange(total) if total <= cap else np.sort(rng.choice(total, cap, replace=False))
+        pixel = flat[:, None]
+        ts = target.reshape(-1, cout)[flat]
+        inside = None
+    else:
+        a = node.attrs
+        kh, kw = node.kernel.shape[:2]
+        sh, sw = a["strides"][1:3]
+        dh, dw = a["dilations"][1:3]
+        keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+        n, h, w = x.shape[:3]
+        oh, ow = target.shape[1:3]
+        if a["padding"] == "SAME":
+            ph, pw = max((oh - 1) * sh + keh - h, 0), max((ow - 1) * sw + kew - w, 0)
+            top, left = ph // 2, pw // 2
+        elif a["padding"] == "EXPLICIT":
+            e = a["explicit_paddings"]
+            top, left = e[2], e[4]
+        else:
+            top = left = 0
+        total = n * oh * ow
+        cap = int(min(max_rows, total, max(1, POOL_BYTES // (4 * (kh * kw * cin + cout)))))
+        flat = np.arange(total) if cap >= total else np.sort(rng.choice(total, cap, replace=False))
+        b, i, j = np.unravel_index(flat, (n, oh, ow))
+        rows = (i * sh - top)[:, None, None] + dh * np.arange(kh)[None, :, None]      # [R, kh, 1]
+        cols = (j * sw - left)[:, None, None] + dw * np.arange(kw)[None, None, :]     # [R, 1, kw]
+        inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).reshape(len(flat), -1)
+        pixel = ((b[:, None, None] * h + np.clip(rows, 0, h - 1)) * w + np.clip(cols, 0, w - 1)).reshape(len(flat), -1)
+        ts = target[b, i, j]
+    used, table = np.unique(pixel, return_inverse=True)
+    table = table.reshape(pixel.shape).astype(np.int32)
+    if inside is not None:
+        table[~inside] = len(used)                 # padding: the row of zeros
+    pixels = np.empty((len(used) + 1, cin), np.float32)
+    np.take(x.reshape(-1, cin), used, axis=0, out=pixels[:-1])
+    pixels[-1] = 0.0
+    return pixels, table, np.ascontiguousarray(ts, np.float32)
+
+
 def layer_rows(node: Node, x: np.ndarray, target: np.ndarray, rng: np.random.Generator,
                max_rows: int = POOL_ROWS) -> tuple[np.ndarray, np.ndarray]:
-    """A pool of random output pixels of `node`: (their inputs, their targets).
-
-    Inputs are [R, K] (K = kh * kw * Cin: the input window, flattened as the kernel) for
-    convolutions and dense layers, [R, kh * kw, C] for depthwise; targets [R, Cout]. The input
-    is padded as the layer pads it (TF "SAME": the extra row / column after)."""
-    cout = target.shape[-1]
-    if _pixel_rows(node):
-        xs, ts = x.reshape(-1, x.shape[-1]), target.reshape(-1, cout)
-        cap = int(min(max_rows, max(1, POOL_BYTES // (4 * (xs.shape[1] + cout)))))
-        if xs.shape[0] > cap:
-            pick = np.sort(rng.choice(xs.shape[0], cap, replace=False))
-            xs, ts = xs[pick], ts[pick]
-        return np.ascontiguousarray(xs, np.float32), np.ascontiguousarray(ts, np.float32)
-    a = node.attrs
-    kh, kw = node.kernel.shape[:2]
-    sh, sw = a["strides"][1:3]
-    dh, dw = a["dilations"][1:3]
-    keh, kew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    n, h, w, cin = x.shape
-    oh, ow = target.shape[1:3]
-    if a["padding"] == "SAME":
-        ph, pw = max((oh - 1) * sh + keh - h, 0), max((ow - 1) * sw + kew - w, 0)
-        pads = [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
-    elif a["padding"] == "EXPLICIT":
-        e = a["explicit_paddings"]
-        pads = [[e[0], e[1]], [e[2], e[3]], [e[4], e[5]], [e[6], e[7]]]
-    else:
-        pads = [[0, 0]] * 4
-    xp = np.pad(x, pads)
-    total = n * oh * ow
-    cap = int(min(max_rows, total, max(1, POOL_BYTES // (4 * (kh * kw * cin + cout)))))
-    flat = np.arange(total) if cap >= total else np.sort(rng.choice(total, cap, replace=False))
-    b, i, j = np.unravel_index(flat, (n, oh, ow))
-    rows = (i * sh)[:, None, None] + dh * np.arange(kh)[None, :, None]
-    cols = (j * sw)[:, None, None] + dw * np.arange(kw)[None, None, :]
-    windows = xp[b[:, None, None], rows, cols]            # [R, kh, kw, Cin]
-    ts = target[b, i, j]
-    if node.type == "depthwise":
-        xs = windows.reshape(len(flat), kh * kw, cin)
-    else:
-        xs = windows.reshape(len(flat), kh * kw * cin)
-    return np.ascontiguousarray(xs, np.float32), np.ascontiguousarray(ts, np.float32)
+    """A pool of random output pixels of `node`: (their inputs, their targets), `layer_pool`
+    expanded. Inputs are [R, K] (K = kh * kw * Cin: the input window, flattened as the kernel)
+    for convolutions and dense layers, [R, kh * kw, C] for depthwise; targets [R, Cout]. The
+    input is padded as the layer pads it (TF "SAME": the extra row / column after)."""
+    pixels, table, ts = layer_pool(node, x, target, rng, max_rows)
+    windows = pixels[table]                                   # [R, T, Cin]
+    if node.type != "depthwise":
+        windows = windows.reshape(len(table), -1)
+    return windows, ts
 
 
 def _h(v):
@@ -136,18 +159,26 @@ def _forward(depthwise: bool, activation) -> Callable:
 class _Compiled:
     """The compiled training chunk and loss of one kind of layer (see `compiled`)."""
 
-    def __init__(self, depthwise: bool, activation, spec: QuantSpec, batch: int, gather: bool):
+    def __init__(self, depthwise: bool, activation, spec: QuantSpec, batch: int, gather: bool,
+                 xla: bool = False):
         fwd = _forward(depthwise, activation)
         self.traces = 0
 
         def recon(xb, tb, kernel, bias):
             return tf.reduce_mean(tf.reduce_sum(tf.square(fwd(xb, kernel, bias) - tb), axis=-1))
 
-        def chunk(v, m, u, xs, ts, floor, s, bias, start, count, hp, seed):
+        def windows(pixels, table):
+            """pixels[table]: input windows [B, T, Cin], flattened to [B, T * Cin] but for depthwise."""
+            xb = tf.gather(pixels, table)
+            return xb if depthwise else tf.reshape(xb, (tf.shape(table)[0], -1))
+
+        def chunk(v, m, u, pixels, table, ts, floor, s, bias, start, count, hp, seed):
             """`count` Adam steps from step `start`; hp = [iterations, warm, lr, reg, beta0, beta1]."""
             self.traces += 1      # Python side effect: runs once per trace
             iters, warm, lr, reg, beta_start, beta_end = (hp[k] for k in range(6))
-            n = tf.shape(xs)[0]
+            n = tf.shape(table)[0]
+            if not gather:
+                xs = windows(pixels, table)
 
             def body(i, v, m, u):
                 it = tf.cast(start + i, tf.float32)
@@ -156,14 +187,17 @@ class _Compiled:
                 reg_weight = tf.where(it < warm, 0.0, reg)
                 if gather:
                     idx = tf.random.stateless_uniform([batch], tf.stack([seed, start + i]), 0, n, tf.int32)
-                    xb, tb = tf.gather(xs, idx), tf.gather(ts, idx)
+                    xb, tb = windows(pixels, tf.gather(table, idx)), tf.gather(ts, idx)
                 else:
                     xb, tb = xs, ts
                 with tf.GradientTape() as tape:
                     tape.watch(v)
                     h = _h(v)
-                    loss = recon(xb, tb, on_grid(floor + h, s, spec), bias) + \
-                        reg_weight * tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
+                    # The regulariser only after the warm start (before it, its weight is 0: the
+                    # same gradient, without its kernel-sized work)
+                    reg_term = tf.cond(it < warm, lambda: tf.zeros([]), lambda: reg_weight * tf.reduce_sum(
+                        1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta)))
+                    loss = recon(xb, tb, on_grid(floor + h, s, spec), bias) + reg_term
                 g = tape.gradient(loss, v)
                 m = 0.9 * m + 0.1 * g
                 u = 0.999 * u + 0.001 * tf.square(g)
@@ -176,35 +210,46 @@ class _Compiled:
             soft = tf.reduce_mean(tf.cast((h > 0.0) & (h < 1.0), tf.float32))
             return v, m, u, soft
 
-        def loss(xs, ts, kernel, bias):
+        def loss(pixels, table, ts, kernel, bias):
+            """recon over the whole pool, in blocks of `batch` rows (no expanded pool in memory)."""
             self.traces += 1
-            return recon(xs, ts, kernel, bias)
+            n = tf.shape(table)[0]
+
+            def body(start, total):
+                rows = tf.range(start, tf.minimum(start + batch, n))
+                err = tf.square(fwd(windows(pixels, tf.gather(table, rows)), kernel, bias) - tf.gather(ts, rows))
+                return start + batch, total + tf.reduce_sum(err)
+
+            _, total = tf.while_loop(lambda start, _: start < n, body, (tf.constant(0), tf.constant(0.0)))
+            return total / tf.cast(n, tf.float32)
 
         rank = 3 if depthwise else 2
         k_spec = tf.TensorSpec([None] * rank, tf.float32)
-        x_spec = tf.TensorSpec([None] * rank, tf.float32)
+        p_spec = tf.TensorSpec([None, None], tf.float32)
+        table_spec = tf.TensorSpec([None, None], tf.int32)
         t_spec = tf.TensorSpec([None, None], tf.float32)
         b_spec = tf.TensorSpec([None], tf.float32)
         i_spec = tf.TensorSpec([], tf.int32)
-        # Shapes left open: one trace for every layer of this kind. Not XLA: on 2 CPU cores it
-        # compiled each shape in 2-6 s for steps 1.5-3x faster, more than it saved at a few
-        # hundred steps per layer. functools.partial: TF's retracing warning counts the traces
+        # Shapes left open: one trace for every layer of this kind. XLA only for the largest
+        # kernels (XLA_WEIGHTS): on 2 CPU cores it compiles each shape in 2-6 s, more than it
+        # saves at a few hundred steps on a smaller layer. functools.partial: TF's retracing warning counts the traces
         # of one Python function's code across every tf.function made from it.
         self.chunk = tf.function(functools.partial(chunk), input_signature=[
-            k_spec, k_spec, k_spec, x_spec, t_spec, k_spec, k_spec, b_spec, i_spec, i_spec,
-            tf.TensorSpec([6], tf.float32), i_spec])
-        self.loss = tf.function(functools.partial(loss), input_signature=[x_spec, t_spec, k_spec, b_spec])
+            k_spec, k_spec, k_spec, p_spec, table_spec, t_spec, k_spec, k_spec, b_spec, i_spec, i_spec,
+            tf.TensorSpec([6], tf.float32), i_spec], jit_compile=xla or None)
+        self.loss = tf.function(functools.partial(loss), input_signature=[p_spec, table_spec, t_spec, k_spec, b_spec])
 
 
 _CACHE: dict[tuple, _Compiled] = {}
 
 
-def compiled(depthwise: bool, activation, spec: QuantSpec, batch: int, gather: bool) -> _Compiled:
+def compiled(depthwise: bool, activation, spec: QuantSpec, batch: int, gather: bool,
+             xla: bool = False) -> _Compiled:
     """The compiled steps for a kind of layer (depthwise or not, activation, weight grid, batch
     rows, whether steps sample the pool): layers of any shape share its one trace."""
-    key = (depthwise, activation, spec.qmin, spec.qmax, batch, gather)
+    key = (depthwise, activation, spec.qmin, spec.qmax, batch, gather, xla)
     if key not in _CACHE:
-        _CACHE[key] = _Compiled(depthwise, activation, spec, batch, gather)
+        _CACHE[key] = _Compiled(depthwise, activation, spec, batch, gather, xla)
     return _CACHE[key]
 
 
@@ -235,11 +280,11 @@ def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started):
     v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
 
-    xs, ts = layer_rows(node, x_quant, target, rng)
-    row_bytes = 4 * (int(np.prod(xs.shape[1:])) + ts.shape[1])
+    pixels, table, ts = layer_pool(node, x_quant, target, rng)
+    row_bytes = 4 * (table.shape[1] * pixels.shape[1] + ts.shape[1])
     batch = int(min(config.adaround_rows, max(64, BATCH_BYTES // row_bytes)))
-    gather = xs.shape[0] > batch
-    fn = compiled(depthwise, node.activation, spec, batch, gather)
+    gather = table.shape[0] > batch
+    fn = compiled(depthwise, node.activation, spec, batch, gather, xla=w.size >= XLA_WEIGHTS)
     shape = (w.shape[0] * w.shape[1], w.shape[2], w.shape[3]) if depthwise else (-1, w.shape[-1])
     s = np.broadcast_to(s, w.shape).reshape(shape)        # the kernel as the compiled op takes it
     w_floor, v0 = w_floor.reshape(shape), v0.reshape(shape)
@@ -250,26 +295,27 @@ def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started):
     hp = tf.constant([iters, warm, config.adaround_learning_rate, config.adaround_reg, beta_start, beta_end],
                      tf.float32)
     seed = tf.constant(int(rng.integers(0, 2**31 - 1)), tf.int32)
-    xs_t, ts_t = tf.constant(xs), tf.constant(ts)
+    pool = (tf.constant(pixels), tf.constant(table), tf.constant(ts))
     s_t, floor_t, b_t = tf.constant(s), tf.constant(w_floor, tf.float32), tf.constant(bias)
     v = tf.constant(v0.astype(np.float32))
     m = u = tf.zeros_like(v)
     tol = config.adaround_converged
-    done, count, soft = 0, min(CHUNK_STEPS, iters), 1.0
+    per_chunk = int(min(CHUNK_STEPS, max(1, CHUNK_WEIGHTS // w.size)))
+    done, count, soft = 0, min(per_chunk, iters), 1.0
     while done < iters:
-        v, m, u, soft_t = fn.chunk(v, m, u, xs_t, ts_t, floor_t, s_t, b_t, tf.constant(done, tf.int32),
+        v, m, u, soft_t = fn.chunk(v, m, u, *pool, floor_t, s_t, b_t, tf.constant(done, tf.int32),
                                    tf.constant(count, tf.int32), hp, seed)
         soft = float(soft_t)                         # also waits for the chunk: Ctrl-C lands here
         done += count
         if tol is not None and done > warm and soft <= tol:
             break
-        count = min(iters - done, CHUNK_STEPS)
+        count = min(iters - done, per_chunk)
 
     up = (v.numpy() >= 0.0).astype(np.float32)
     learned = on_grid(w_floor + up, s, spec).reshape(w.shape)
     nearest = np.asarray(node_kernel_on_grid(node, tf.constant(w), lo, hi, spec))   # core's rounding
-    loss_n = float(fn.loss(xs_t, ts_t, tf.constant(nearest.reshape(shape)), b_t))
-    loss_a = float(fn.loss(xs_t, ts_t, tf.constant(learned.reshape(shape)), b_t))
+    loss_n = float(fn.loss(*pool, tf.constant(nearest.reshape(shape)), b_t))
+    loss_a = float(fn.loss(*pool, tf.constant(learned.reshape(shape)), b_t))
     if loss_a > loss_n:           # never worse than round-to-nearest on the layer's own data
         learned, loss_a = nearest, loss_n
     flipped = float(np.mean(np.abs(learned - nearest) > 0.5 * s.reshape(w.shape)))

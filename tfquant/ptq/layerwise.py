@@ -41,9 +41,13 @@ def _chunks(n: int, size: int):
 
 def _apply(fn: Callable, xs: list[np.ndarray], chunk: int) -> np.ndarray:
     n = xs[0].shape[0]
-    parts = [np.asarray(fn(*[tf.constant(x[s]) if isinstance(x, np.ndarray) else x for x in xs]))
-             for s in _chunks(n, chunk)]
-    return np.concatenate(parts)
+    out = None
+    for s in _chunks(n, chunk):     # written into one array: no list of parts to concatenate
+        part = np.asarray(fn(*[tf.constant(x[s]) if isinstance(x, np.ndarray) else x for x in xs]))
+        if out is None:
+            out = np.empty((n,) + part.shape[1:], part.dtype)
+        out[s] = part
+    return out
 
 
 def quantized_kernel(node: Node, plan: QuantPlan) -> np.ndarray:
@@ -134,29 +138,36 @@ def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, 
     kernel = tf.constant(node.kernel)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
     pre_f = _apply(lambda x: linear_pre_activation(op, x, kernel, bias), [x_f], chunk)
+    y_f = np.asarray(act(pre_f)) if node.activation else pre_f
     limit = config.adaround_max_weights
     if adaround and plan.weights_quantized(node.name) and (limit is None or node.kernel.size <= limit):
         spec = plan.weight_specs[node.name]
         lo, hi = plan.weight_ranges[node.name]
-        target = np.asarray(act(pre_f)) if node.activation else pre_f
-        learned, result = adaround_layer(node, x_q, target, spec, lo, hi, config, rng)
+        learned, result = adaround_layer(node, x_q, y_f, spec, lo, hi, config, rng)
         node.weights["kernel"] = learned
         report.adaround[node.name] = result
     int8 = linear_runs_int8(node, plan)        # a layer mixed precision keeps in float: no correction
     k_q = tf.constant(quantized_kernel(node, plan)) if int8 else kernel
     pre_q = _apply(lambda x: linear_pre_activation(op, x, k_q, bias), [x_q], chunk)
     if bias_correction and int8:
-        axes = tuple(range(pre_q.ndim - 1))
-        shift = (pre_q.astype(np.float64) - pre_f).mean(axis=axes)
+        shift = _mean_difference(pre_q, pre_f, chunk)
         node.weights["bias"] = (bias - shift).astype(np.float32)
-        pre_q = pre_q - shift.astype(np.float32)
+        pre_q -= shift.astype(np.float32)          # pre_q is this step's own array
         report.bias_shift[node.name] = float(np.max(np.abs(shift)))
-    y_f = np.asarray(act(pre_f)) if node.activation else pre_f
+    del pre_f
     y_q = np.asarray(act(pre_q)) if node.activation else pre_q
     if quantize_activations and plan.is_owner(node.output()) and plan.is_quantized(node.output()):
         lo, hi = plan.range_of(node.output())
         y_q = _apply(lambda y: fake_quant(y, lo, hi, QuantSpec.activation()), [y_q], chunk)
     return y_f, y_q
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:
+    """Per channel (last axis), the float64 mean of a - b, summed over chunks of samples (no
+    float64 copy of the whole activation)."""
+    axes = tuple(range(a.ndim - 1))
+    total = sum(np.sum(a[s].astype(np.float64) - b[s], axis=axes) for s in _chunks(a.shape[0], chunk))
+    return total / (a.size // a.shape[-1])
 
 
 def layer_output_shift(graph: Graph, plan: QuantPlan, samples: np.ndarray, reference: Optional[Graph] = None,
