@@ -136,7 +136,7 @@ def calibrate_activations(graph: Graph, plan: QuantPlan, calibration, config,
         return select_ranges_by_output(graph, plan, samples, observed, {q: cs[0] for q, cs in candidates.items()},
                                        progress)
     stats_ranges = bn_ranges(graph, plan, config, None, allow_missing=True) if act_name == "bn" else {}
-    estimators = {}
+    observe = {}
     for q in ids:
         name = config.logits_estimator if q in logits else act_name
         if name == "bn":
@@ -145,29 +145,12 @@ def calibrate_activations(graph: Graph, plan: QuantPlan, calibration, config,
                 chosen[q] = "bn"
                 continue
             name = "minmax"   # no batch norm behind this tensor: observe it
-        estimators[q] = _estimator(name, config)
+        observe[q] = (name,)
         chosen[q] = name
-    if not estimators:
-        return chosen
-    fetch = {q: list(plan.owners[q]) for q in estimators}
-    refs = sorted({r for rs in fetch.values() for r in rs})
-    sig = input_signature(graph)
-
-    @tf.function(input_signature=sig, autograph=False)
-    def observe(*xs):
-        env = Emitter(graph, plan, mode).run(xs)
-        return {r: env[r] for r in refs}
-
-    for batch in progress(calibration.batches(config.batch_size, config.calibration_limit,
-                                              asked=config.max_calibration_samples is not None),
-                          desc="calibration: activations"):
-        out = observe(batch)
-        for q, rs in fetch.items():
-            for r in rs:
-                estimators[q].update(out[r].numpy())
-    for q, est in estimators.items():
-        lo, hi = est.range()
-        plan.ranges[q] = (float(lo), float(hi))
+    if observe:
+        observed = observe_candidate_ranges(graph, plan, calibration, config, observe, progress, mode)
+        for q, (name,) in observe.items():
+            plan.ranges[q] = observed[q][name]
     return chosen
 
 
