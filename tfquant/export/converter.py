@@ -159,9 +159,13 @@ def frozen_graph_def(fn, lower_control_flow: bool = True) -> tuple[tf.compat.v1.
     as constants) without the ConcreteFunction it then wraps around it, and the names of the
     inputs left to feed. That wrapping (an import and a prune that copies the graph op by op in
     Python) is most of a freeze's time, about 30 s for a 40k-op graph such as MobileNetV3Small's."""
-    data = _convert_to_constants._FunctionConverterDataInEager(
-        func=fn, lower_control_flow=lower_control_flow, aggressive_inlining=False)
-    graph_def, converted = _convert_to_constants._replace_variables_by_constants(converter_data=data)
+    try:   # TF's private helpers behind convert_variables_to_constants_v2 (TF 2.21)
+        data = _convert_to_constants._FunctionConverterDataInEager(
+            func=fn, lower_control_flow=lower_control_flow, aggressive_inlining=False)
+        graph_def, converted = _convert_to_constants._replace_variables_by_constants(converter_data=data)
+    except AttributeError:   # another TF: the public (slower) freeze, same GraphDef
+        frozen = convert_variables_to_constants_v2(fn, lower_control_flow=lower_control_flow)
+        return frozen.graph.as_graph_def(), [t.name for t in frozen.inputs]
     constants = {fn.graph.internal_captures[i].ref() for i in converted}   # as _construct_concrete_function
     return graph_def, [t.name for t in fn.inputs if t.ref() not in constants]
 
