@@ -63,17 +63,6 @@ def _row(table: list[dict[str, str]], prefix: str, column: str = "route") -> dic
                        "`python -m benchmarks.run`.")
 
 
-def _pct(cell: str) -> float:
-    try:
-        return float(cell.rstrip("%"))
-    except ValueError:
-        raise FiguresError(f"BENCHMARKS.md cell {cell!r} is not a percentage.") from None
-
-
-def _agreement(row: dict[str, str]) -> str:
-    return f"{row['top-1 agreement']} ({row['95% interval']}), {row['logit SQNR dB']} dB"
-
-
 GENERALIZATION = "Generalization"
 HELD_OUT_ROUTES = (   # (summary row prefix in BENCHMARKS.md, its name in the headline)
     ("tfquant default pipeline per-channel", "tfquant PTQ, default pipeline, per-channel weights"),

@@ -184,7 +184,6 @@ class _Compiled:
                 it = tf.cast(start + i, tf.float32)
                 progress = tf.maximum(it - warm, 0.0) / tf.maximum(iters - warm, 1.0)
                 beta = beta_end + 0.5 * (beta_start - beta_end) * (1.0 + tf.cos(progress * math.pi))
-                reg_weight = tf.where(it < warm, 0.0, reg)
                 if gather:
                     idx = tf.random.stateless_uniform([batch], tf.stack([seed, start + i]), 0, n, tf.int32)
                     xb, tb = windows(pixels, tf.gather(table, idx)), tf.gather(ts, idx)
@@ -195,7 +194,7 @@ class _Compiled:
                     h = _h(v)
                     # The regulariser only after the warm start (before it, its weight is 0: the
                     # same gradient, without its kernel-sized work)
-                    reg_term = tf.cond(it < warm, lambda: tf.zeros([]), lambda: reg_weight * tf.reduce_sum(
+                    reg_term = tf.cond(it < warm, lambda: tf.zeros([]), lambda: reg * tf.reduce_sum(
                         1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta)))
                     loss = recon(xb, tb, on_grid(floor + h, s, spec), bias) + reg_term
                 g = tape.gradient(loss, v)

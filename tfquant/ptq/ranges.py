@@ -16,6 +16,7 @@ from tfquant.core import MSERange, QuantSpec, bn_range, kernel_range, make_estim
 from tfquant.errors import DataError
 from tfquant.graph import Emitter, Graph, Node, QuantPlan, input_signature
 from tfquant.ptq.cle import ChannelRange
+from tfquant.ptq.layerwise import _chunks
 from tfquant.core.op_rules import ACTIVATION_BOUNDS
 from tfquant.ptq.stats import propagate_stats
 
@@ -264,7 +265,7 @@ def select_ranges_by_output(graph: Graph, plan: QuantPlan, samples: np.ndarray,
         env = Emitter(graph, work, "quant").run(xs)
         return {r: env[r] for r in outputs}
 
-    batches = [tf.constant(samples[s]) for s in _slices(samples.shape[0], chunk)]
+    batches = [tf.constant(samples[s]) for s in _chunks(samples.shape[0], chunk)]
     targets = [{r: np.asarray(v, np.float64) for r, v in float_fn(b).items()} for b in batches]
 
     def total() -> float:
@@ -300,6 +301,3 @@ def _same_grid(a: tuple[float, float], b: tuple[float, float], tolerance: float 
     width = max(a[1] - a[0], b[1] - b[0], 1e-12)
     return abs(a[0] - b[0]) <= tolerance * width and abs(a[1] - b[1]) <= tolerance * width
 
-
-def _slices(n: int, size: int):
-    return [slice(s, min(n, s + size)) for s in range(0, n, size)]
