@@ -179,9 +179,10 @@ def test_convnext_qat_leaves_no_more_float_ops_than_the_converter_and_is_exact()
     _assert_exact(result, expected_tensors=20)
 
 
-def residual_layer_scale_blocks():
+def residual_layer_scale_blocks(gammas=None):
     """Two ConvNeXt-style residual blocks without the norm: grouped 3x3 conv, Dense on 4-D,
-    LayerScale, and the residual as Keras' `a + b` (the op, not an Add layer)."""
+    LayerScale (`gammas`, one vector of 8 per block; default drawn from [0.2, 1]), and the
+    residual as Keras' `a + b` (the op, not an Add layer)."""
     from keras.src.applications.convnext import LayerScale  # Keras-private
 
     keras.utils.set_random_seed(0)
@@ -196,8 +197,9 @@ def residual_layer_scale_blocks():
         scales.append(scale)
         y = y + scale(z)
     model = keras.Model(x, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(y)))
-    for scale in scales:
-        scale.set_weights([rng.uniform(0.2, 1.0, 8).astype(np.float32)])
+    gammas = gammas if gammas is not None else [rng.uniform(0.2, 1.0, 8) for _ in scales]
+    for scale, gamma in zip(scales, gammas):
+        scale.set_weights([np.asarray(gamma, np.float32)])
     return model
 
 
@@ -220,6 +222,32 @@ def test_residual_op_layer_scale_and_grouped_conv_are_int8_and_exact():
     grouped = [op for op in report.ops_of_type("CONV_2D") if report.tensors[op.inputs[1]].shape[-1] == 1]
     assert len(grouped) == 2 and all(report.tensors[op.inputs[1]].per_channel for op in grouped)
     _assert_exact(tfquant.verify(tflite, qmodel, x_test, kernels=("reference",)), expected_tensors=10)
+
+
+def test_layer_scale_narrower_than_1e6_and_shared_by_blocks_is_exact():
+    """ConvNeXt QAT at initialization: every LayerScale's gammas alike (1e-6). The converter
+    merges identical constants and re-derives a merged fake-quantized constant's grid from its
+    values, widening ranges under 1e-6 by its own rule, so the MULs by gamma were 1 LSB off on
+    1-2% of their outputs. A constant narrower than MIN_RANGE_WIDTH now reaches the converter in
+    float; the simulation uses the grid the converter gives it (`converter_constant_params`)."""
+    from tfquant.core.quant_params import converter_constant_params
+    from tfquant.core.spec import QuantSpec
+
+    x_cal, x_test = _data()
+    gamma = np.random.default_rng(5).uniform(2e-7, 9e-7, 8).astype(np.float32)
+    qmodel = tfquant.quantize_model(residual_layer_scale_blocks(gammas=[gamma, gamma]))
+    tfquant.calibrate(qmodel, x_cal)
+    tflite = tfquant.to_tflite(qmodel)
+    report = tfquant.inspect(tflite)
+    assert report.float_ops == []
+    expected = converter_constant_params(gamma, QuantSpec.activation())
+    muls = report.ops_of_type("MUL")
+    assert len(muls) == 2
+    for op in muls:
+        const = report.tensors[op.inputs[1]]
+        assert const.dtype == "INT8" and const.shape == [8]
+        assert (np.float32(const.scales[0]), const.zero_points[0]) == (expected.scale, int(expected.zero_point))
+    _assert_exact(tfquant.verify(tflite, qmodel, x_test, kernels=("reference",)), expected_tensors=9)
 
 
 def test_grouped_conv_is_imported_as_a_simulated_int8_convolution():

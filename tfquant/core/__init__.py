@@ -14,6 +14,7 @@ from tfquant.core.fake_quant import (
 from tfquant.core.quant_params import (
     MIN_RANGE_WIDTH,
     QuantParams,
+    converter_constant_params,
     converter_params,
     dequantize,
     quant_params,

@@ -154,7 +154,9 @@ AFFINE_TFLITE_OPS = ("MUL", "ADD")
 
 def constant_operand_range(values):
     """The range of an int8 constant operand of MUL / ADD: per tensor, asymmetric, [min(v, 0),
-    max(v, 0)] (what the converter quantizes a constant with). numpy or TF values."""
+    max(v, 0)] (what the converter quantizes a constant with). numpy or TF values. A range
+    narrower than `quant_params.MIN_RANGE_WIDTH` is left to the converter's own rule
+    (`quant_params.converter_constant_params`, see `quantized_ops.quantized_constant`)."""
     if isinstance(values, (tf.Tensor, tf.Variable)):
         v = tf.convert_to_tensor(values)
         return tf.minimum(tf.reduce_min(v), 0.0), tf.maximum(tf.reduce_max(v), 0.0)

@@ -35,6 +35,9 @@ ArrayLike = Union[float, np.ndarray, list, tf.Tensor]
 
 # Ranges narrower than this are widened (the converter itself widens ranges under 1e-6).
 MIN_RANGE_WIDTH = 1e-5
+# The converter's kNearZeroTolerance: a constant's range this narrow or narrower it widens itself
+# to [min(min, -tol / 2), max(max, tol / 2)] (ExpandVerySmallRange).
+CONVERTER_NEAR_ZERO = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +118,13 @@ def converter_params(fq_min: ArrayLike, fq_max: ArrayLike, spec: QuantSpec) -> t
     return scale.astype(np.float32), zero_point
 
 
-def _converter_params(fq_min: ArrayLike, fq_max: ArrayLike, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:
-    """`converter_params` with the scale still in float64."""
-    fq_min = np.asarray(fq_min, np.float32).astype(np.float64)
-    fq_max = np.asarray(fq_max, np.float32).astype(np.float64)
+def _converter_params(fq_min: ArrayLike, fq_max: ArrayLike, spec: QuantSpec,
+                      float64: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`converter_params` with the scale still in float64 (`float64`: the range too, not first
+    rounded to a FakeQuant attribute's float32)."""
+    dtype = np.float64 if float64 else np.float32
+    fq_min = np.asarray(fq_min, dtype).astype(np.float64)
+    fq_max = np.asarray(fq_max, dtype).astype(np.float64)
     offset = _unsigned_offset(spec)
     qmin_u, qmax_u = spec.qmin + offset, spec.qmax + offset
     scale = (fq_max - fq_min) / (qmax_u - qmin_u)
@@ -152,6 +158,27 @@ def quant_params(rmin: ArrayLike, rmax: ArrayLike, spec: QuantSpec) -> QuantPara
     real_scale, zero_point = _converter_params(smin, smax, spec)
     return QuantParams(scale=real_scale.astype(np.float32), zero_point=zero_point, min=smin, max=smax,
                        spec=spec, real_scale=real_scale)
+
+
+def converter_constant_params(values: ArrayLike, spec: QuantSpec) -> QuantParams:
+    """The per-tensor (scale, zero point) the converter gives a float constant operand that
+    reaches it without a FakeQuant (or that it re-derives from the constant's values: a
+    fake-quantized constant read by several ops, merged into one): [min(v, 0), max(v, 0)],
+    widened by its own rule when CONVERTER_NEAR_ZERO wide or narrower, scale and zero point in
+    double, not snapped (`min` / `max` are that widened range).
+
+        >>> p = converter_constant_params(np.full(8, 1e-6, np.float32), QuantSpec.activation())
+        >>> float(p.scale), int(p.zero_point)          # over [-5e-7, 1e-6]
+        (5.882352827057957e-09, -43)
+    """
+    v = np.asarray(values, np.float32).astype(np.float64)
+    _check_range(np.asarray(v.min()), np.asarray(v.max()))
+    lo, hi = min(float(v.min()), 0.0), max(float(v.max()), 0.0)
+    if not hi - lo > CONVERTER_NEAR_ZERO:
+        lo, hi = min(lo, -CONVERTER_NEAR_ZERO / 2), max(hi, CONVERTER_NEAR_ZERO / 2)
+    real_scale, zero_point = _converter_params(lo, hi, spec, float64=True)
+    return QuantParams(scale=real_scale.astype(np.float32), zero_point=zero_point,
+                       min=np.float32(lo), max=np.float32(hi), spec=spec, real_scale=real_scale)
 
 
 def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, spec: QuantSpec,

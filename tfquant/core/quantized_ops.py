@@ -31,7 +31,7 @@ from tfquant.core.op_rules import (
     hard_swish,
     linear_forward,
 )
-from tfquant.core.quant_params import quant_params
+from tfquant.core.quant_params import MIN_RANGE_WIDTH, QuantParams, converter_constant_params, quant_params
 from tfquant.core.spec import QuantSpec
 from tfquant.errors import SpecError
 
@@ -50,7 +50,10 @@ def _static(v) -> np.ndarray:
     return np.asarray(v)
 
 
-def _params(rng, spec: QuantSpec):
+def _params(rng, spec: QuantSpec) -> QuantParams:
+    """The grid of a (min, max) range; a constant operand's grid comes as its QuantParams."""
+    if isinstance(rng, QuantParams):
+        return rng
     lo, hi = rng
     return quant_params(_static(lo), _static(hi), spec)
 
@@ -180,11 +183,25 @@ def quantized_rsqrt(x, *, input_range, output_range):
 
 def quantized_constant(value):
     """(value on its int8 grid, its range): a constant operand of MUL / ADD
-    (`op_rules.constant_operand_range`); the converter stores it as an int8 tensor."""
+    (`op_rules.constant_operand_range`); the converter stores it as an int8 tensor.
+
+    A constant narrower than MIN_RANGE_WIDTH (LayerScale's gammas at their 1e-6 start, an
+    epsilon) has no FakeQuant: the snapped range would be widened, and the converter re-derives
+    a fake-quantized constant's grid from its values when several ops read it (identical
+    constants are merged), so the flatbuffer's grid would depend on that. It goes to the
+    converter in float, which quantizes it by its own rule in both cases; the range returned
+    is then that grid (`converter_constant_params`), for the exact kernels, and the fake-quant
+    graph uses the float value (at most half a step of a grid 1e-6 wide away).
+    """
     value = tf.convert_to_tensor(value, tf.float32)
     static = tf.get_static_value(value)          # a constant, or a variable read eagerly
     rng = constant_operand_range(value if static is None else static)
-    return fake_quant(value, *rng, ACTIVATION), rng
+    fake = fake_quant(value, *rng, ACTIVATION)
+    if static is None:                           # traced: the same choice as a graph select
+        return tf.where(rng[1] - rng[0] < MIN_RANGE_WIDTH, value, fake), rng
+    if rng[1] - rng[0] < MIN_RANGE_WIDTH:
+        return value, converter_constant_params(static, ACTIVATION)
+    return fake, rng
 
 
 def quantized_affine(x, scale, offset, *, input_range, output_range, mid_range=None,
