@@ -3,8 +3,15 @@
 Each recipe builds one int8 flatbuffer from fixed seeds and data: the bundled hand-built example,
 the QAT test models (W8A8 and W4A8), the Fashion-MNIST benchmark network after a short QAT fit,
 the small PTQ models through several pipelines, and EfficientNet-Lite0 through tfquant.ptq
-per-tensor, per-channel (default pipeline) and data-free. `GOLDEN_FILE` holds their sha256, and
-the sha256 of their values alone (`values_sha256`: tensor names left out).
+per-tensor, per-channel (default pipeline) and data-free. `GOLDEN_FILE` holds their sha256, the
+sha256 of their values alone (`values_sha256`: tensor names left out) and of their structure
+(`structure_sha256`: ops, and tensors' types and shapes, without scales or constants).
+
+Values and bytes depend on the machine as well as on the code: calibration and QAT run float
+kernels that TF (oneDNN, Eigen) picks by the CPU's vector instructions, and a range one float
+ulp apart moves a scale. `GOLDEN_FILE` names the machine it was recorded on (`machine_id`);
+elsewhere only the structure is compared. On a new machine, record at the commit the goldens
+describe (before changing anything), then check the change against that.
 
     python -m tests.golden_flatbuffers --record          # (re)write tests/golden_flatbuffers.json
     python -m tests.golden_flatbuffers --check           # print which recipes moved
@@ -33,6 +40,28 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_ISA_PREFIXES = ("sse", "ssse", "avx", "amx", "fma", "f16c", "asimd", "sve")
+
+
+def machine_id() -> str:
+    """What a recipe's float arithmetic depends on beyond the code: TensorFlow's version, whether
+    its oneDNN kernels are on, the architecture and the CPU's vector instruction sets."""
+    import platform
+
+    import tensorflow as tf
+
+    flags: list[str] = []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            line = next((ln for ln in f if ln.startswith(("flags", "Features"))), "")
+        flags = sorted({x for x in line.split(":", 1)[-1].split() if x.startswith(_ISA_PREFIXES) or "vnni" in x})
+    except OSError:
+        pass
+    onednn = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"
+    isa = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12]
+    return f"tensorflow {tf.__version__}, oneDNN {onednn}, {platform.machine()}, {len(flags)} ISA flags {isa}"
+
+
 def values_sha256(data: bytes) -> str:
     """sha256 of what the flatbuffer computes with, tensor names left out: each op's type, inputs
     and outputs, and each tensor's type, shape, scales, zero points, axis and constant data. A
@@ -50,8 +79,23 @@ def values_sha256(data: bytes) -> str:
     return h.hexdigest()
 
 
+def structure_sha256(data: bytes) -> str:
+    """sha256 of the flatbuffer's structure: each op's type, inputs and outputs, and each tensor's
+    type, shape, quantized axis and number of scales. The same on every machine."""
+    import tfquant
+
+    report = tfquant.inspect(data)
+    h = hashlib.sha256()
+    for op in report.ops:
+        h.update(repr((op.op, op.inputs, op.outputs)).encode())
+    for t in report.tensors:
+        h.update(repr((t.dtype, t.shape, t.quantized_dimension, len(t.scales))).encode())
+    return h.hexdigest()
+
+
 def fingerprint(data: bytes) -> Dict[str, str]:
-    return {"sha256": sha256(data), "values_sha256": values_sha256(data)}
+    return {"sha256": sha256(data), "values_sha256": values_sha256(data),
+            "structure_sha256": structure_sha256(data)}
 
 
 # ---- recipes ------------------------------------------------------------------------------------
@@ -158,7 +202,8 @@ def build(name: str) -> bytes:
     return RECIPES[name]()
 
 
-def load_golden() -> Dict[str, Dict[str, str]]:
+def load_golden() -> dict:
+    """{"machine": the `machine_id` it was recorded on, "recipes": {name: fingerprint}}."""
     with open(GOLDEN_FILE, encoding="utf-8") as f:
         return json.load(f)
 
@@ -176,17 +221,26 @@ def main(argv=None) -> int:
         print(f"{name:36s} {hashes[name]['sha256']}", flush=True)
     if args.check:
         golden = load_golden()
-        moved = [n for n, h in hashes.items() if golden.get(n, {}).get("sha256") != h["sha256"]]
-        values = [n for n, h in hashes.items() if golden.get(n, {}).get("values_sha256") != h["values_sha256"]]
-        print("moved: " + (", ".join(moved) if moved else "none"))
-        print("values moved: " + (", ".join(values) if values else "none"))
-        return 1 if moved else 0
+        recorded = golden["recipes"]
+        if golden["machine"] != machine_id():
+            print(f"recorded on another machine ({golden['machine']}; this is {machine_id()}): "
+                  "bytes and values are not comparable, only the structure")
+        for key, label in (("structure_sha256", "structure moved"), ("values_sha256", "values moved"),
+                           ("sha256", "moved")):
+            moved = [n for n, h in hashes.items() if recorded.get(n, {}).get(key) != h[key]]
+            print(f"{label}: " + (", ".join(moved) if moved else "none"))
+        return 1 if any(recorded.get(n, {}).get("sha256") != h["sha256"] for n, h in hashes.items()) else 0
     if args.record:
-        golden = load_golden() if os.path.exists(GOLDEN_FILE) else {}
-        golden.update(hashes)
+        golden = load_golden() if os.path.exists(GOLDEN_FILE) else {"recipes": {}}
+        if golden.get("machine") not in (None, machine_id()) and set(names) != set(RECIPES):
+            print("recorded on another machine: record every recipe here (no --only)", file=sys.stderr)
+            return 2
+        golden["machine"] = machine_id()
+        golden["recipes"].update(hashes)
+        golden["recipes"] = dict(sorted(golden["recipes"].items()))
         tmp = GOLDEN_FILE + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(dict(sorted(golden.items())), f, indent=1)
+            json.dump(golden, f, indent=1)
             f.write("\n")
         os.replace(tmp, GOLDEN_FILE)
     return 0

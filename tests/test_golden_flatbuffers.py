@@ -1,6 +1,8 @@
 """Refactors move no byte: each recipe of `golden_flatbuffers` gives the flatbuffer recorded in
 tests/golden_flatbuffers.json, byte for byte (sha256), and the same values (sha256 of every
-op, scale, zero point and constant, names left out).
+op, scale, zero point and constant, names left out). On a machine other than the one the file
+was recorded on (`golden_flatbuffers.machine_id`: scales depend on the CPU's float kernels) only
+the structure (ops, tensor types and shapes) is compared, and the byte checks are skipped.
 
 CHANGED lists recipes whose bytes a change moved on purpose, with the change and the reason.
 """
@@ -36,18 +38,25 @@ def golden():
 
 
 def test_every_recipe_is_recorded(golden):
-    assert set(golden) == set(G.RECIPES), "record new recipes: python -m tests.golden_flatbuffers --record"
+    assert set(golden["recipes"]) == set(G.RECIPES), "record new recipes: python -m tests.golden_flatbuffers --record"
 
 
 @pytest.mark.parametrize("name", list(G.RECIPES))
 def test_flatbuffer_bytes_unchanged(name, golden):
     data = G.build(name)
     assert data[4:8] == b"TFL3", f"{name}: not a TFLite flatbuffer"
-    assert G.values_sha256(data) == golden[name]["values_sha256"], (
+    recorded = golden["recipes"][name]
+    assert G.structure_sha256(data) == recorded["structure_sha256"], (
+        f"{name}: the flatbuffer's ops or tensor types / shapes moved. If the change means to move "
+        f"them, record it (python -m tests.golden_flatbuffers --record --only {name}) and say why in CHANGED.")
+    if golden["machine"] != G.machine_id():
+        pytest.skip(f"bytes recorded on another machine ({golden['machine']}; this is {G.machine_id()}): "
+                    "structure checked only; to guard the bytes here, record at the unchanged commit")
+    assert G.values_sha256(data) == recorded["values_sha256"], (
         f"{name}: the flatbuffer's values moved (an op, scale, zero point or constant). If the change "
         f"means to move them, record it (python -m tests.golden_flatbuffers --record --only {name}) "
         "and say why in CHANGED.")
-    assert G.sha256(data) == golden[name]["sha256"], (
+    assert G.sha256(data) == recorded["sha256"], (
         f"{name}: the flatbuffer's bytes moved (its values did not: tensor names?). If the change "
         f"means to move them, record it (python -m tests.golden_flatbuffers --record --only {name}) "
         "and say why in CHANGED.")
