@@ -49,12 +49,33 @@ CONFIGS = {
     "best_pt": dict(activation_ranges="best", per_channel=False),
     "best_pt_wmse": dict(activation_ranges="best", per_channel=False, weight_ranges="mse"),
     "default": dict(),
-    "default_pt": dict(per_channel=False),
+    "default_pt": dict(per_channel=False),      # per-tensor weights: MSE by default (was min-max)
+    "pt_wminmax": dict(per_channel=False, weight_ranges="minmax"),
+    # per-tensor: where does CLE's damage come from (issue 13; relu6_policy "bounded" unless said)
+    "naive_pt": dict(steps=(), per_channel=False),
+    "cle_naive_pt": dict(steps=("cle",), per_channel=False),
+    "cle_ba_naive_pt": dict(steps=("cle", "bias_absorption"), per_channel=False),
+    "cle_relu_naive_pt": dict(steps=("cle",), per_channel=False, relu6_policy="relu"),
+    "cle_noab_naive_pt": dict(steps=("cle",), per_channel=False, cle_activation_bound=False),
+    "cle_h50_naive_pt": dict(steps=("cle",), per_channel=False, relu6_headroom=0.5),
+    "cle_h75_naive_pt": dict(steps=("cle",), per_channel=False, relu6_headroom=0.75),
+    "cle_h25_naive_pt": dict(steps=("cle",), per_channel=False, relu6_headroom=0.25),
+    "cle_ada_noba_pt": dict(steps=("cle",) + RECON, per_channel=False),
+    "cle_ada_noba_pt_wmse": dict(steps=("cle",) + RECON, per_channel=False, weight_ranges="mse"),
 }
 
 
+def _logits(outputs):
+    """The one output of a SavedModel signature (a dict) or of a function, as numpy."""
+    if isinstance(outputs, dict):
+        (outputs,) = outputs.values()
+    return outputs.numpy()
+
+
 def measure(variants: Sequence[str], names: Sequence[str], verify: bool, diagnose: Sequence[str],
-            out: Optional[str]) -> None:
+            out: Optional[str], float_check: bool = False, save_logits: Optional[str] = None) -> None:
+    import numpy as np
+
     from benchmarks.data.photos import evaluation_set, photo_bootstrap
     from benchmarks.models import efficientnet_lite0 as E
     from benchmarks.peers.converter_ptq import run_tflite
@@ -76,7 +97,18 @@ def measure(variants: Sequence[str], names: Sequence[str], verify: bool, diagnos
                 v = sim.verify(evaluation[:4], kernels=("reference",), intermediate_samples=0)
                 exact = f" exact {100 * v.exact_fraction:.1f}%"
             total = time.perf_counter() - start
-            b = photo_bootstrap(float_logits, run_tflite(tflite, evaluation), data.sources)
+            int8_logits = run_tflite(tflite, evaluation)
+            b = photo_bootstrap(float_logits, int8_logits, data.sources)
+            if save_logits:
+                os.makedirs(save_logits, exist_ok=True)
+                np.save(os.path.join(save_logits, f"{variant}_{name}.npy"), int8_logits)
+                np.save(os.path.join(save_logits, f"{variant}_float.npy"), float_logits)
+                np.save(os.path.join(save_logits, f"{variant}_sources.npy"), np.asarray(data.sources))
+            if float_check:   # the transformed float model (CLE, absorption, corrected biases)
+                transformed = np.concatenate([_logits(sim.float_model(evaluation[i:i + 30]))
+                                              for i in range(0, len(evaluation), 30)])
+                f = photo_bootstrap(float_logits, transformed, data.sources)
+                exact += f" float' {100 * f.agreement:.1f}% {f.sqnr_db:.1f} dB"
             line = (f"| {variant} | {name} | {100 * b.agreement:.1f}% ({100 * b.agreement_ci[0]:.1f}-"
                     f"{100 * b.agreement_ci[1]:.1f}) | {b.sqnr_db:.1f} ({b.sqnr_ci[0]:.1f}-{b.sqnr_ci[1]:.1f})"
                     f" | {quant_s:.0f} | {total:.0f}{exact} | {sim.report.steps} "
@@ -105,6 +137,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--verify", action="store_true")
     parser.add_argument("--diagnose", default="", help="configs to diagnose")
     parser.add_argument("--out", default=None, help="append each row to this file")
+    parser.add_argument("--float-check", action="store_true",
+                        help="also the agreement of the transformed float model (float')")
+    parser.add_argument("--save-logits", default=None,
+                        help="save each config's int8 logits (MODEL_CONFIG.npy) there, for paired comparisons")
     args = parser.parse_args(argv)
     from absl import logging
 
@@ -114,7 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         parser.error(f"unknown config(s) {unknown}")
-    measure(split(args.models), names, args.verify, split(args.diagnose), args.out)
+    measure(split(args.models), names, args.verify, split(args.diagnose), args.out,
+            args.float_check, args.save_logits)
     return 0
 
 

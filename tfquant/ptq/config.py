@@ -49,13 +49,18 @@ class PTQConfig:
         AdaRound measured worse on Lite0: per-channel 89.4% 19.8 dB, per-tensor 82.2% 15.9 dB.
       per_channel: per-output-channel int8 weights for conv and depthwise (Dense / MatMul
         weights are always per-tensor: the converter cannot carry per-channel FC weights).
-      ranges: range estimator for weights and activations unless set one by one below.
-        Min-max by default: on EfficientNet-Lite0 (W8A8) MSE ranges lost 0.5-5 points of
-        top-1 agreement (per-channel weights: a 3x3 depthwise channel has 9 weights, and MSE
-        clips the one that matters); the logits still get the cross-entropy estimator.
-      weight_ranges: "minmax" or "mse". Per-tensor with the default steps, MSE weights measured
-        91.7% 18.1 dB on Lite0, 87.2% 18.2 dB on Lite1 (min-max 89.4 / 84.4%; held-out photos);
-        Lite2 not measured yet, so not the default.
+      ranges: range estimator for weights and activations unless set one by one below; None (the
+        default): each its own default (weights: min-max per-channel, MSE per-tensor; activations:
+        min-max). Min-max by default per-channel: on EfficientNet-Lite0 (W8A8) MSE ranges lost
+        0.5-5 points of top-1 agreement (per-channel weights: a 3x3 depthwise channel has 9
+        weights, and MSE clips the one that matters); the logits still get the cross-entropy
+        estimator.
+      weight_ranges: "minmax" or "mse"; None: `ranges` if it is one of these, else min-max
+        per-channel and MSE per-tensor (`per_channel=False`). MSE per-tensor by default: a per-tensor depthwise
+        kernel's range is set by its widest channel, and clipping it costs less than the
+        resolution the narrow channels lose. With the default steps (bias correction + AdaRound;
+        held-out photos, see `steps`; benchmarks/recon_sweep.py) per-tensor Lite0 / Lite1 /
+        Lite2: min-max {MINMAX}; MSE {MSE}.
       activation_ranges: "minmax", "mse", "percentile", "best" (per tensor, the one of
         `range_candidates` with the least error of the model's outputs) or "bn" (from batch-norm statistics:
         the data-free choice, used for every activation when `data_free`). Min-max by default:
@@ -133,7 +138,7 @@ class PTQConfig:
 
     steps: Optional[Sequence[str]] = None
     per_channel: bool = True
-    ranges: str = "minmax"
+    ranges: Optional[str] = None
     weight_ranges: Optional[str] = None
     activation_ranges: Optional[str] = None
     logits_ranges: Optional[str] = "cross_entropy"
@@ -180,7 +185,8 @@ class PTQConfig:
             if unknown:
                 raise SpecError(f"Unknown PTQ step(s) {unknown}; choose from {list(STEPS)} "
                                 "(BN folding is always done).")
-        self._check("ranges", self.ranges, WEIGHT_RANGES + ACTIVATION_RANGES)
+        if self.ranges is not None:
+            self._check("ranges", self.ranges, WEIGHT_RANGES + ACTIVATION_RANGES)
         if self.weight_ranges is not None:
             self._check("weight_ranges", self.weight_ranges, WEIGHT_RANGES)
         if self.activation_ranges is not None:
@@ -239,7 +245,9 @@ class PTQConfig:
     def weight_estimator(self) -> str:
         if self.weight_ranges is not None:
             return self.weight_ranges
-        return self.ranges if self.ranges in WEIGHT_RANGES else "minmax"
+        if self.ranges in WEIGHT_RANGES:
+            return self.ranges
+        return "minmax" if self.per_channel else "mse"
 
     @property
     def activation_estimator(self) -> str:
