@@ -7,12 +7,14 @@ from benchmarks.harness import NotBuilt, Row
 INPUT_RANGE = (-127.0 / 128.0, 1.0)   # `preprocess`: (pixel - 127) / 128
 
 PTQ_ABLATION = [
-    # (row name, tfquant.ptq options) — the white paper's tables 3-4, W8A8.
-    ("tfquant PTQ per-tensor: naive", dict(per_channel=False, steps=())),
-    ("tfquant PTQ per-tensor: +CLE", dict(per_channel=False, steps=("cle",))),
-    ("tfquant PTQ per-tensor: +bias absorption", dict(per_channel=False, steps=("cle", "bias_absorption"))),
+    # (row name, tfquant.ptq options) — the white paper's tables 3-4, W8A8. The rows before
+    # "+MSE ranges" keep min-max weights (per-tensor weights default to MSE, PTQConfig.weight_ranges).
+    ("tfquant PTQ per-tensor: naive", dict(per_channel=False, steps=(), weight_ranges="minmax")),
+    ("tfquant PTQ per-tensor: +CLE", dict(per_channel=False, steps=("cle",), weight_ranges="minmax")),
+    ("tfquant PTQ per-tensor: +bias absorption",
+     dict(per_channel=False, steps=("cle", "bias_absorption"), weight_ranges="minmax")),
     ("tfquant PTQ per-tensor: +bias correction",
-     dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction"))),
+     dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction"), weight_ranges="minmax")),
     ("tfquant PTQ per-tensor: +MSE ranges",
      dict(per_channel=False, steps=("cle", "bias_absorption", "bias_correction"), ranges="mse")),
     ("tfquant PTQ per-tensor: +AdaRound",

@@ -16,7 +16,7 @@ def test_efficientnet_per_tensor_without_cle_blames_weight_spread(tmp_path):
     cal_u8, _ = photos.photo_crops(64, 8, seed=0)
     ev_u8, _ = photos.photo_crops(32, 8, seed=1)
     result = tfquant.ptq(lite0.load_efficientnet_lite0(), lite0.preprocess(cal_u8), progress=False,
-                         per_channel=False, steps=())
+                         per_channel=False, steps=(), weight_ranges="minmax")
     d = tfquant.debug.diagnose(result, lite0.preprocess(ev_u8), top=5)
     assert d.weights_only_db < d.activations_only_db          # the weights do the damage
     spread = [s for s in d.suspects if "per-channel weight ranges" in s.cause]

@@ -66,10 +66,35 @@ def test_module_with_unknown_op_reports_it(gated_module_dir, calibration, evalua
     assert result.within_one_fraction == 1.0 and result.exact_fraction >= 0.9
 
 
+def _weight_errors(sim) -> dict:
+    """Per linear node: mean squared error of its kernel on the plan's weight grid."""
+    from tfquant.core import fake_quant_np
+
+    errors = {}
+    for node in sim.graph.linear_nodes():
+        rows = node.kernel.reshape(-1, node.out_channels).astype(np.float64)
+        lo, hi = sim.plan.weight_ranges[node.name]
+        spec = sim.plan.weight_specs[node.name].replace(axis=-1)
+        errors[node.name] = float(np.mean((fake_quant_np(rows, lo, hi, spec) - rows) ** 2))
+    return errors
+
+
 def test_per_tensor_weights(keras3_dir, calibration, evaluation):
-    sim = tfquant.ptq(keras3_dir, calibration, per_channel=False, steps=("cle", "bias_absorption", "bias_correction"), **FAST)
+    """Per-tensor weights take MSE ranges by default (PTQConfig.weight_ranges): on every layer no
+    more kernel error than min-max, strictly less on some, and the flatbuffer still verifies."""
+    steps = ("cle", "bias_absorption", "bias_correction")
+    sim = tfquant.ptq(keras3_dir, calibration, per_channel=False, steps=steps, **FAST)
+    assert "weight ranges (mse, per-tensor)" in sim.report.steps
     assert_int8_everywhere(sim.to_tflite(), per_channel=False)
     assert sim.verify(evaluation, kernels=("reference",)).exact_fraction >= 0.995
+    minmax = tfquant.ptq(keras3_dir, calibration, per_channel=False, steps=steps, weight_ranges="minmax", **FAST)
+    assert "weight ranges (minmax, per-tensor)" in minmax.report.steps
+    mse, mm = _weight_errors(sim), _weight_errors(minmax)
+    assert all(mse[k] <= mm[k] * (1 + 1e-9) for k in mm), (mse, mm)
+    assert any(mse[k] < 0.9 * mm[k] for k in mm), (mse, mm)
+    # the kernels are the same (CLE and bias absorption do not read the weight estimator)
+    for node in sim.graph.linear_nodes():
+        np.testing.assert_array_equal(node.kernel, minmax.graph[node.name].kernel)
 
 
 def test_every_step_optional(keras3_dir, calibration, evaluation):
@@ -151,6 +176,13 @@ def test_ptq_is_a_function_and_config():
         == ("cle", "bias_absorption", "bias_correction")
     assert PTQConfig(data_free=True).activation_estimator == "bn"
     assert PTQConfig(ranges="minmax").weight_estimator == "minmax"
+    # weights: min-max per-channel, MSE per-tensor, unless `ranges` / `weight_ranges` say otherwise
+    assert PTQConfig().weight_estimator == "minmax" and PTQConfig(per_channel=False).weight_estimator == "mse"
+    assert PTQConfig(per_channel=False, ranges="minmax").weight_estimator == "minmax"
+    assert PTQConfig(per_channel=False, weight_ranges="minmax").weight_estimator == "minmax"
+    assert PTQConfig(per_channel=False, ranges="percentile").weight_estimator == "mse"
+    assert PTQConfig(ranges="mse").weight_estimator == PTQConfig(ranges="mse").activation_estimator == "mse"
+    assert PTQConfig().activation_estimator == "minmax" and PTQConfig().ranges is None
 
 
 def test_bias_correction_rerun_for_an_unchanged_plan_keeps_the_biases():
