@@ -184,9 +184,11 @@ RECIPES: Dict[str, Callable[[], bytes]] = {
     "ptq_keras3_adaround": _small_ptq("keras3", steps=("bias_correction", "adaround"), adaround_iterations=50),
     "ptq_keras3_data_free": _small_ptq("keras3", data_free=True, input_range=(-1.0, 1.0)),
     "ptq_chain_percentile": _small_ptq("chain", ranges="percentile"),
-    # the pipeline without reconstruction (the default before issue 13); AdaRound on EfficientNet
-    # takes minutes, and the small ptq_keras3_* recipes guard the default steps
-    "efficientnet_ptq_per_tensor": _efficientnet(per_channel=False, steps=WITHOUT_RECONSTRUCTION),
+    # the pipeline without reconstruction (the default before issue 13), per-tensor with min-max
+    # weights (the per-tensor default before MSE); AdaRound on EfficientNet takes minutes, and
+    # the small ptq_keras3_* recipes guard the default steps
+    "efficientnet_ptq_per_tensor": _efficientnet(per_channel=False, steps=WITHOUT_RECONSTRUCTION,
+                                                 weight_ranges="minmax"),
     "efficientnet_ptq_per_channel": _efficientnet(per_channel=True, steps=WITHOUT_RECONSTRUCTION),
     "efficientnet_ptq_data_free": _efficientnet(per_channel=True, data_free=True,
                                                 input_range=EFFICIENTNET_INPUT_RANGE),
