@@ -48,6 +48,12 @@ CONFIGS = {
     "best": dict(activation_ranges="best"),
     "best_pt": dict(activation_ranges="best", per_channel=False),
     "best_pt_wmse": dict(activation_ranges="best", per_channel=False, weight_ranges="mse"),
+    "qdrop": dict(adaround_qdrop=0.5),                       # default + QDrop input mix
+    "qdrop25": dict(adaround_qdrop=0.25),
+    "float_in": dict(adaround_qdrop=1.0),                    # AdaRound on the float input
+    "weights_in": dict(layerwise_activations=False),         # input: weight-quantized model only
+    "outq": dict(adaround_output_quant=True),                # output fake-quantized in the loss
+    "qdrop_outq": dict(adaround_qdrop=0.5, adaround_output_quant=True),
     "default": dict(),
     "default_pt": dict(per_channel=False),
 }

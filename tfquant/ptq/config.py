@@ -108,6 +108,10 @@ class PTQConfig:
       adaround_rows: rows (output pixels with their input windows) per step, at most (a 5x5
         depthwise layer with many channels gets fewer: a step gathers at most 4 MB).
       adaround_batch_size / adaround_patch: no longer used (every layer is optimised on pixels).
+      adaround_qdrop: QDrop (Wei et al. 2022): each element of a step's input is the float
+        model's with this probability, else the quantized model's (0: always the quantized one).
+      adaround_output_quant: AdaRound's loss sees each layer's output on its int8 grid (the
+        layer's own activation range; needs layerwise_activations), not the float output.
       adaround_converged: stop a layer once at most this fraction of its rounding variables is
         soft (h(V) strictly between 0 and 1; then nothing is left to learn); None: never.
       adaround_max_weights: layers with more weights keep round-to-nearest (None: no limit),
@@ -158,6 +162,8 @@ class PTQConfig:
     adaround_reg: float = 0.01
     adaround_beta: tuple[float, float] = (20.0, 2.0)
     adaround_warm_start: float = 0.2
+    adaround_qdrop: float = 0.0
+    adaround_output_quant: bool = False
     adaround_converged: Optional[float] = 1e-3
     adaround_max_weights: Optional[int] = None
     max_calibration_samples: Optional[int] = None
@@ -205,6 +211,8 @@ class PTQConfig:
                 setattr(self, name, v)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SpecError(f"PTQConfig.{name} must be a positive int, got {v!r}.")
+        if not 0.0 <= float(self.adaround_qdrop) <= 1.0:
+            raise SpecError(f"PTQConfig.adaround_qdrop must be a probability in [0, 1], got {self.adaround_qdrop!r}.")
         if not self.image_std:
             raise SpecError("PTQConfig.image_std must not be 0.")
 

@@ -143,7 +143,11 @@ def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, 
     if adaround and plan.weights_quantized(node.name) and (limit is None or node.kernel.size <= limit):
         spec = plan.weight_specs[node.name]
         lo, hi = plan.weight_ranges[node.name]
-        learned, result = adaround_layer(node, x_q, y_f, spec, lo, hi, config, rng)
+        out = node.output()
+        out_range = plan.range_of(out) if config.adaround_output_quant and quantize_activations and \
+            plan.is_owner(out) and plan.is_quantized(out) else None
+        learned, result = adaround_layer(node, x_q, y_f, spec, lo, hi, config, rng,
+                                         x_float=x_f if config.adaround_qdrop > 0 else None, out_range=out_range)
         node.weights["kernel"] = learned
         report.adaround[node.name] = result
     int8 = linear_runs_int8(node, plan)        # a layer mixed precision keeps in float: no correction
