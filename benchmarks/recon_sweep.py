@@ -10,6 +10,9 @@ the float Keras model and logit SQNR, 95% bootstrap intervals over photos (the s
 flatbuffer check against the exact simulation (4 crops, reference kernels) to *end to end s*.
 `--diagnose config[:model],...`: `tfquant.debug.diagnose` (16 evaluation crops) of each result: weights-only and
 activations-only SQNR and the layers that gain most when kept in float.
+`--logits DIR`: also save each model's float logits and each config's int8 logits there;
+`--paired DIR --base NAME`: from those files, each config against NAME on the same crops (the
+difference in agreement and in SQNR, with a paired bootstrap over photos), no quantizing.
 """
 from __future__ import annotations
 
@@ -54,13 +57,49 @@ CONFIGS = {
     "weights_in": dict(layerwise_activations=False),         # input: weight-quantized model only
     "outq": dict(adaround_output_quant=True),                # output fake-quantized in the loss
     "qdrop_outq": dict(adaround_qdrop=0.5, adaround_output_quant=True),
+    "df": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0)),     # data-free (the calibration unused)
+    "df_a4": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0), bn_alpha=4.0),
+    "df_a5": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0), bn_alpha=5.0),
+    "df_a8": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0), bn_alpha=8.0),
     "default": dict(),
     "default_pt": dict(per_channel=False),
 }
 
 
+def paired_difference(reference, base, test, sources, resamples: int = 4000, seed: int = 0):
+    """(agreement of test - of base, its 95% interval, SQNR dB of test - of base, its interval):
+    one bootstrap over photos resampling both on the same crops."""
+    import numpy as np
+
+    reference, base, test = (np.asarray(a, np.float64) for a in (reference, base, test))
+    top = np.argmax(reference, -1)
+    names, index = np.unique(np.asarray(sources), return_inverse=True)
+    per = [np.bincount(index, weights=w, minlength=len(names)) for w in (
+        (np.argmax(test, -1) == top) - 1.0 * (np.argmax(base, -1) == top), np.ones(len(top)),
+        np.sum(reference ** 2, -1), np.sum((reference - base) ** 2, -1), np.sum((reference - test) ** 2, -1))]
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    d, n, sig, nb, nt = (p[draws].sum(1) for p in per)
+    db = 10 * np.log10(nb / nt)           # SQNR(test) - SQNR(base): the signal cancels
+    point = (per[0].sum() / per[1].sum(), 10 * np.log10(per[3].sum() / per[4].sum()))
+    return (point[0], tuple(np.percentile(d / n, [2.5, 97.5])), point[1], tuple(np.percentile(db, [2.5, 97.5])))
+
+
+def paired(directory: str, variants: Sequence[str], names: Sequence[str], base: str) -> None:
+    import numpy as np
+
+    for variant in variants:
+        path = lambda tag: os.path.join(directory, f"{variant}_{tag}.npy")   # noqa: E731
+        ref, sources = np.load(path("float")), np.load(path("sources"))
+        for name in names:
+            if name == base or not os.path.exists(path(name)):
+                continue
+            a, a_ci, s, s_ci = paired_difference(ref, np.load(path(base)), np.load(path(name)), sources)
+            print(f"[paired] | {variant} | {name} - {base} | {100 * a:+.1f} ({100 * a_ci[0]:+.1f} to "
+                  f"{100 * a_ci[1]:+.1f}) | {s:+.2f} dB ({s_ci[0]:+.2f} to {s_ci[1]:+.2f}) |", flush=True)
+
+
 def measure(variants: Sequence[str], names: Sequence[str], verify: bool, diagnose: Sequence[str],
-            out: Optional[str]) -> None:
+            out: Optional[str], logits: Optional[str] = None) -> None:
     from benchmarks.data.photos import evaluation_set, photo_bootstrap
     from benchmarks.models import efficientnet_lite0 as E
     from benchmarks.peers.converter_ptq import run_tflite
@@ -71,6 +110,12 @@ def measure(variants: Sequence[str], names: Sequence[str], verify: bool, diagnos
         cal, evaluation = E.preprocess(data.calibration), E.preprocess(data.evaluation)
         float_logits = E.load_efficientnet_lite(variant).predict(evaluation, batch_size=30, verbose=0)
         saved_model = E.cached_saved_model(variant)
+        if logits:
+            import numpy as np
+
+            os.makedirs(logits, exist_ok=True)
+            np.save(os.path.join(logits, f"{variant}_float.npy"), float_logits)
+            np.save(os.path.join(logits, f"{variant}_sources.npy"), np.asarray(data.sources))
         for name in names:
             options = dict(CONFIGS[name])
             start = time.perf_counter()
@@ -82,7 +127,10 @@ def measure(variants: Sequence[str], names: Sequence[str], verify: bool, diagnos
                 v = sim.verify(evaluation[:4], kernels=("reference",), intermediate_samples=0)
                 exact = f" exact {100 * v.exact_fraction:.1f}%"
             total = time.perf_counter() - start
-            b = photo_bootstrap(float_logits, run_tflite(tflite, evaluation), data.sources)
+            int8_logits = run_tflite(tflite, evaluation)
+            if logits:
+                np.save(os.path.join(logits, f"{variant}_{name}.npy"), int8_logits)
+            b = photo_bootstrap(float_logits, int8_logits, data.sources)
             line = (f"| {variant} | {name} | {100 * b.agreement:.1f}% ({100 * b.agreement_ci[0]:.1f}-"
                     f"{100 * b.agreement_ci[1]:.1f}) | {b.sqnr_db:.1f} ({b.sqnr_ci[0]:.1f}-{b.sqnr_ci[1]:.1f})"
                     f" | {quant_s:.0f} | {total:.0f}{exact} | {sim.report.steps} "
@@ -111,6 +159,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--verify", action="store_true")
     parser.add_argument("--diagnose", default="", help="configs to diagnose")
     parser.add_argument("--out", default=None, help="append each row to this file")
+    parser.add_argument("--logits", default=None, help="save the logits in this directory")
+    parser.add_argument("--paired", default=None, help="compare saved logits in this directory")
+    parser.add_argument("--base", default="default", help="the config --paired compares against")
     args = parser.parse_args(argv)
     from absl import logging
 
@@ -120,7 +171,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         parser.error(f"unknown config(s) {unknown}")
-    measure(split(args.models), names, args.verify, split(args.diagnose), args.out)
+    if args.paired:
+        paired(args.paired, split(args.models), names, args.base)
+        return 0
+    measure(split(args.models), names, args.verify, split(args.diagnose), args.out, args.logits)
     return 0
 
 

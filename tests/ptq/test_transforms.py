@@ -431,3 +431,23 @@ def test_adaround_qdrop_mixes_the_float_input_into_each_step(calibration):
         learn(noisy, 0.5)
     with pytest.raises(Exception, match="adaround_qdrop"):
         PTQConfig(adaround_qdrop=1.5)
+
+
+@pytest.mark.slow
+def test_adaround_output_quant_reaches_the_loss_only_with_quantized_activations(keras3_dir, calibration):
+    """adaround_output_quant puts each layer's int8 output grid into AdaRound's loss: it changes
+    the learned rounding when the layer-by-layer steps quantize activations, and changes nothing
+    when they do not (there is no output range to quantize to then)."""
+    import tfquant
+
+    def kernels(**options):
+        sim = tfquant.ptq(keras3_dir, calibration[:32], progress=False, steps=("adaround",),
+                          adaround_iterations=60, **options)
+        return {n.name: n.kernel for n in sim.graph.linear_nodes()}
+
+    plain, quantized = kernels(), kernels(adaround_output_quant=True)
+    changed = [name for name in plain if not np.array_equal(plain[name], quantized[name])]
+    assert changed, "the output grid changed no layer's rounding"
+    weights_only = dict(layerwise_activations=False)
+    plain, quantized = kernels(**weights_only), kernels(adaround_output_quant=True, **weights_only)
+    assert all(np.array_equal(plain[name], quantized[name]) for name in plain)

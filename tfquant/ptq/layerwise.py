@@ -4,7 +4,9 @@ The graph is run node by node, in order, twice side by side over a bounded set o
 samples: the float model (x) and the model whose preceding layers already have their final
 quantized weights (x^). At each linear layer, before moving on:
 
-- AdaRound learns the layer's rounding from (x^, f_a(W x + b)) (see `adaround`);
+- AdaRound learns the layer's rounding from (x^, f_a(W x + b)) (see `adaround`; with
+  PTQConfig.adaround_qdrop each step's input mixes x into x^ element by element, QDrop; with
+  adaround_output_quant the loss sees the output on its int8 grid);
 - empirical bias correction (white paper eq. "Delta W E[x] = E[W^ x] - E[W x]") subtracts the
   mean per-channel difference between the layer's quantized pre-activation output (on x^) and
   the float one (on x) from the bias, so that each layer's mean output shift is removed in turn,
