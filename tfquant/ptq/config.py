@@ -110,6 +110,12 @@ class PTQConfig:
       adaround_batch_size / adaround_patch: no longer used (every layer is optimised on pixels).
       adaround_qdrop: QDrop (Wei et al. 2022): each element of a step's input is the float
         model's with this probability, else the quantized model's (0: always the quantized one).
+        Not the default: held-out photos (benchmarks/recon_sweep.py, as under `steps`, measured
+        again at b0b87d3: default 92.8% 24.5 dB / 93.3% 22.5 dB / 91.7% 23.7 dB on Lite0 / 1 / 2),
+        0.5 gave 95.6% 24.7 dB / 92.8% 22.7 dB / 93.9% 23.7 dB; with adaround_output_quant too
+        92.8% 24.6 dB / 95.6% 22.6 dB / 94.4% 23.9 dB (paired over photos against the default:
+        Lite0 +0.0 points (-3.9 to +3.9), +0.08 dB (-0.24 to +0.37); Lite1 +2.2 (-0.6 to +5.0),
+        +0.12 dB (-0.08 to +0.41)): no gain beyond noise, in SQNR least of all.
       adaround_output_quant: AdaRound's loss sees each layer's output on its int8 grid (the
         layer's own activation range; needs layerwise_activations), not the float output.
       adaround_converged: stop a layer once at most this fraction of its rounding variables is
