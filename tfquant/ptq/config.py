@@ -115,7 +115,8 @@ class PTQConfig:
         0.5 gave 95.6% 24.7 dB / 92.8% 22.7 dB / 93.9% 23.7 dB; with adaround_output_quant too
         92.8% 24.6 dB / 95.6% 22.6 dB / 94.4% 23.9 dB (paired over photos against the default:
         Lite0 +0.0 points (-3.9 to +3.9), +0.08 dB (-0.24 to +0.37); Lite1 +2.2 (-0.6 to +5.0),
-        +0.12 dB (-0.08 to +0.41)): no gain beyond noise, in SQNR least of all.
+        +0.12 dB (-0.08 to +0.41); Lite2 +2.8 (-0.6 to +6.1), +0.20 dB (-0.17 to +0.54)): no
+        gain beyond noise, and no model nearer 25 dB.
       adaround_output_quant: AdaRound's loss sees each layer's output on its int8 grid (the
         layer's own activation range; needs layerwise_activations), not the float output.
       adaround_converged: stop a layer once at most this fraction of its rounding variables is
