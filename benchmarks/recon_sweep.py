@@ -52,6 +52,16 @@ CONFIGS = {
     "best": dict(activation_ranges="best"),
     "best_pt": dict(activation_ranges="best", per_channel=False),
     "best_pt_wmse": dict(activation_ranges="best", per_channel=False, weight_ranges="mse"),
+    "qdrop": dict(adaround_qdrop=0.5),                       # default + QDrop input mix
+    "qdrop25": dict(adaround_qdrop=0.25),
+    "float_in": dict(adaround_qdrop=1.0),                    # AdaRound on the float input
+    "weights_in": dict(layerwise_activations=False),         # input: weight-quantized model only
+    "outq": dict(adaround_output_quant=True),                # output fake-quantized in the loss
+    "qdrop_outq": dict(adaround_qdrop=0.5, adaround_output_quant=True),
+    "df": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0)),     # data-free (the calibration unused)
+    "df_a4": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0), bn_alpha=4.0),
+    "df_a5": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0), bn_alpha=5.0),
+    "df_a8": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0), bn_alpha=8.0),
     "default": dict(),
     "default_pt": dict(per_channel=False),      # per-tensor weights: MSE by default (was min-max)
     "pt_wminmax": dict(per_channel=False, weight_ranges="minmax"),

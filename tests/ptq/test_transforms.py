@@ -361,7 +361,7 @@ def test_adaround_large_kernel_runs_under_xla_in_short_chunks():
     adaround._CACHE.clear()
     learned, result = adaround.adaround_layer(node, x, target, spec, -hi, hi, CONFIG.replace(adaround_iterations=20),
                                               np.random.default_rng(0))
-    assert [key[-1] for key in adaround._CACHE] == [True]          # the compiled step is XLA's
+    assert [key[6] for key in adaround._CACHE] == [True]           # the compiled step is XLA's
     assert adaround.CHUNK_WEIGHTS // kernel.size < adaround.CHUNK_STEPS
     assert result.iterations == 20 and result.loss_adaround < result.loss_nearest, result
 
@@ -396,3 +396,58 @@ def test_fuse_hard_swish_matches_the_pattern_only(form, fused):
     types = [n.type for n in graph]
     assert ("hard_swish" in types) == fused and ("relu6" in types) != fused
     np.testing.assert_allclose(run(graph, x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_adaround_qdrop_mixes_the_float_input_into_each_step(calibration):
+    """QDrop's input mix: at probability 1 every step reads the float input, so the stem learns
+    exactly the rounding it learns from the float input alone, whatever the quantized input
+    holds; at 0.5 the noisy input changes the rounding. Without the float input: a clear error."""
+    from tfquant.core.op_rules import linear_forward
+    from tfquant.graph import linear_op
+    from tfquant.ptq.adaround import adaround_layer
+
+    graph = prepared(ptq_models.keras3_model(softmax=False))
+    plan = _plan(graph, per_channel=True, bits=4)
+    stem = graph.linear_nodes()[0]
+    x = calibration[:16]
+    target = np.asarray(linear_forward(linear_op(stem), tf.constant(x), tf.constant(stem.kernel),
+                                       tf.constant(stem.bias), stem.activation))
+    noisy = (x + np.random.default_rng(1).normal(0.0, 0.02, x.shape)).astype(np.float32)
+    lo, hi = plan.weight_ranges[stem.name]
+    spec, config = plan.weight_specs[stem.name], CONFIG.replace(adaround_iterations=200)
+
+    def learn(x_quant, drop, x_float=None):
+        return adaround_layer(stem, x_quant, target, spec, lo, hi, config.replace(adaround_qdrop=drop),
+                              np.random.default_rng(0), x_float=x_float)
+
+    plain, r_plain = learn(x, 0.0)
+    from_float, r_float = learn(noisy, 1.0, x)
+    mixed, _ = learn(noisy, 0.5, x)
+    nearest = quantized_kernel(stem, plan)
+    assert r_plain.flipped > 0.01 and r_float.flipped > 0.01      # neither fell back to nearest
+    np.testing.assert_array_equal(from_float, plain)
+    assert np.mean(mixed != plain) > 0.01 and np.mean(mixed != nearest) > 0.01
+    with pytest.raises(ValueError, match="x_float"):
+        learn(noisy, 0.5)
+    with pytest.raises(Exception, match="adaround_qdrop"):
+        PTQConfig(adaround_qdrop=1.5)
+
+
+@pytest.mark.slow
+def test_adaround_output_quant_reaches_the_loss_only_with_quantized_activations(keras3_dir, calibration):
+    """adaround_output_quant puts each layer's int8 output grid into AdaRound's loss: it changes
+    the learned rounding when the layer-by-layer steps quantize activations, and changes nothing
+    when they do not (there is no output range to quantize to then)."""
+    import tfquant
+
+    def kernels(**options):
+        sim = tfquant.ptq(keras3_dir, calibration[:32], progress=False, steps=("adaround",),
+                          adaround_iterations=60, **options)
+        return {n.name: n.kernel for n in sim.graph.linear_nodes()}
+
+    plain, quantized = kernels(), kernels(adaround_output_quant=True)
+    changed = [name for name in plain if not np.array_equal(plain[name], quantized[name])]
+    assert changed, "the output grid changed no layer's rounding"
+    weights_only = dict(layerwise_activations=False)
+    plain, quantized = kernels(**weights_only), kernels(adaround_output_quant=True, **weights_only)
+    assert all(np.array_equal(plain[name], quantized[name]) for name in plain)

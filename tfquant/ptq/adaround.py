@@ -30,12 +30,12 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from tfquant.core import QuantSpec
+from tfquant.core import QuantSpec, fake_quant
 from tfquant.core.op_rules import linear_forward
 from tfquant.core.weight_grid import kernel_scale, on_grid, split_on_grid
 from tfquant.errors import Interrupted
@@ -75,13 +75,15 @@ def _pixel_rows(node: Node) -> bool:
 
 
 def layer_pool(node: Node, x: np.ndarray, target: np.ndarray, rng: np.random.Generator,
-               max_rows: int = POOL_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               max_rows: int = POOL_ROWS, x_other: Optional[np.ndarray] = None) -> tuple[np.ndarray, ...]:
     """A pool of random output pixels of `node`, compact: (pixels, table, targets).
 
     pixels [P, Cin]: the distinct input pixels the pool reads, then a row of zeros (padding);
     table [R, T] (int32): row r's input window as indices into pixels (T = kh * kw; 1 for 1x1
     convolutions and dense layers); targets [R, Cout]. `pixels[table]` is the pool of input
-    windows (see `layer_rows`) without its overlapping windows stored once per row."""
+    windows (see `layer_rows`) without its overlapping windows stored once per row.
+    `x_other` (x's shape, e.g. the float input beside the quantized one): a fourth item, its
+    pixels at the same places (the same rows as without it)."""
     cout = target.shape[-1]
     cin = x.shape[-1]
     if _pixel_rows(node):
@@ -120,10 +122,14 @@ def layer_pool(node: Node, x: np.ndarray, target: np.ndarray, rng: np.random.Gen
     table = table.reshape(pixel.shape).astype(np.int32)
     if inside is not None:
         table[~inside] = len(used)                 # padding: the row of zeros
-    pixels = np.empty((len(used) + 1, cin), np.float32)
-    np.take(x.reshape(-1, cin), used, axis=0, out=pixels[:-1])
-    pixels[-1] = 0.0
-    return pixels, table, np.ascontiguousarray(ts, np.float32)
+    ts = np.ascontiguousarray(ts, np.float32)
+    pools = []
+    for source in (x,) if x_other is None else (x, x_other):
+        pixels = np.empty((len(used) + 1, cin), np.float32)
+        np.take(source.reshape(-1, cin), used, axis=0, out=pixels[:-1])
+        pixels[-1] = 0.0
+        pools.append(pixels)
+    return (pools[0], table, ts) if x_other is None else (pools[0], table, ts, pools[1])
 
 
 def layer_rows(node: Node, x: np.ndarray, target: np.ndarray, rng: np.random.Generator,
@@ -160,25 +166,36 @@ class _Compiled:
     """The compiled training chunk and loss of one kind of layer (see `compiled`)."""
 
     def __init__(self, depthwise: bool, activation, spec: QuantSpec, batch: int, gather: bool,
-                 xla: bool = False):
+                 xla: bool = False, qdrop: bool = False, out_quant: bool = False):
         fwd = _forward(depthwise, activation)
         self.traces = 0
 
-        def recon(xb, tb, kernel, bias):
-            return tf.reduce_mean(tf.reduce_sum(tf.square(fwd(xb, kernel, bias) - tb), axis=-1))
+        def recon(xb, tb, kernel, bias, out_lo=None, out_hi=None):
+            y = fwd(xb, kernel, bias)
+            if out_quant:         # the output on its int8 activation grid (straight-through)
+                y = fake_quant(y, out_lo, out_hi, QuantSpec.activation())
+            return tf.reduce_mean(tf.reduce_sum(tf.square(y - tb), axis=-1))
 
         def windows(pixels, table):
             """pixels[table]: input windows [B, T, Cin], flattened to [B, T * Cin] but for depthwise."""
             xb = tf.gather(pixels, table)
             return xb if depthwise else tf.reshape(xb, (tf.shape(table)[0], -1))
 
-        def chunk(v, m, u, pixels, table, ts, floor, s, bias, start, count, hp, seed):
-            """`count` Adam steps from step `start`; hp = [iterations, warm, lr, reg, beta0, beta1]."""
+        def chunk(v, m, u, pixels, pixels_f, table, ts, floor, s, bias, start, count, hp, seed):
+            """`count` Adam steps from step `start`; hp = [iterations, warm, lr, reg, beta0, beta1,
+            drop, out_lo, out_hi]. With `qdrop`, each input element of a step is pixels_f's with
+            probability drop (else pixels'); without, pixels_f is not read. With `out_quant`, the
+            loss sees the output fake-quantized to (out_lo, out_hi)."""
             self.traces += 1      # Python side effect: runs once per trace
-            iters, warm, lr, reg, beta_start, beta_end = (hp[k] for k in range(6))
+            iters, warm, lr, reg, beta_start, beta_end, drop, out_lo, out_hi = (hp[k] for k in range(9))
             n = tf.shape(table)[0]
             if not gather:
                 xs = windows(pixels, table)
+                xs_f = windows(pixels_f, table) if qdrop else None
+
+            def mixed(xq, xf, i):
+                keep = tf.random.stateless_uniform(tf.shape(xq), tf.stack([seed, -1 - (start + i)])) >= drop
+                return tf.where(keep, xq, xf)
 
             def body(i, v, m, u):
                 it = tf.cast(start + i, tf.float32)
@@ -186,9 +203,12 @@ class _Compiled:
                 beta = beta_end + 0.5 * (beta_start - beta_end) * (1.0 + tf.cos(progress * math.pi))
                 if gather:
                     idx = tf.random.stateless_uniform([batch], tf.stack([seed, start + i]), 0, n, tf.int32)
-                    xb, tb = windows(pixels, tf.gather(table, idx)), tf.gather(ts, idx)
+                    rows = tf.gather(table, idx)
+                    xb, tb = windows(pixels, rows), tf.gather(ts, idx)
+                    if qdrop:
+                        xb = mixed(xb, windows(pixels_f, rows), i)
                 else:
-                    xb, tb = xs, ts
+                    xb, tb = (mixed(xs, xs_f, i) if qdrop else xs), ts
                 with tf.GradientTape() as tape:
                     tape.watch(v)
                     h = _h(v)
@@ -196,7 +216,7 @@ class _Compiled:
                     # same gradient, without its kernel-sized work)
                     reg_term = tf.cond(it < warm, lambda: tf.zeros([]), lambda: reg * tf.reduce_sum(
                         1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta)))
-                    loss = recon(xb, tb, on_grid(floor + h, s, spec), bias) + reg_term
+                    loss = recon(xb, tb, on_grid(floor + h, s, spec), bias, out_lo, out_hi) + reg_term
                 g = tape.gradient(loss, v)
                 m = 0.9 * m + 0.1 * g
                 u = 0.999 * u + 0.001 * tf.square(g)
@@ -234,8 +254,8 @@ class _Compiled:
         # saves at a few hundred steps on a smaller layer. functools.partial: TF's retracing warning counts the traces
         # of one Python function's code across every tf.function made from it.
         self.chunk = tf.function(functools.partial(chunk), input_signature=[
-            k_spec, k_spec, k_spec, p_spec, table_spec, t_spec, k_spec, k_spec, b_spec, i_spec, i_spec,
-            tf.TensorSpec([6], tf.float32), i_spec], jit_compile=xla or None)
+            k_spec, k_spec, k_spec, p_spec, p_spec, table_spec, t_spec, k_spec, k_spec, b_spec, i_spec, i_spec,
+            tf.TensorSpec([9], tf.float32), i_spec], jit_compile=xla or None)
         self.loss = tf.function(functools.partial(loss), input_signature=[p_spec, table_spec, t_spec, k_spec, b_spec])
 
 
@@ -243,24 +263,30 @@ _CACHE: dict[tuple, _Compiled] = {}
 
 
 def compiled(depthwise: bool, activation, spec: QuantSpec, batch: int, gather: bool,
-             xla: bool = False) -> _Compiled:
+             xla: bool = False, qdrop: bool = False, out_quant: bool = False) -> _Compiled:
     """The compiled steps for a kind of layer (depthwise or not, activation, weight grid, batch
-    rows, whether steps sample the pool): layers of any shape share its one trace."""
-    key = (depthwise, activation, spec.qmin, spec.qmax, batch, gather, xla)
+    rows, whether steps sample the pool, whether they mix in the float input): layers of any
+    shape share its one trace; whether the loss quantizes the output)."""
+    key = (depthwise, activation, spec.qmin, spec.qmax, batch, gather, xla, qdrop, out_quant)
     if key not in _CACHE:
-        _CACHE[key] = _Compiled(depthwise, activation, spec, batch, gather, xla)
+        _CACHE[key] = _Compiled(depthwise, activation, spec, batch, gather, xla, qdrop, out_quant)
     return _CACHE[key]
 
 
 def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: QuantSpec, lo, hi, config,
-                   rng: np.random.Generator) -> tuple[np.ndarray, AdaRoundResult]:
+                   rng: np.random.Generator, x_float: Optional[np.ndarray] = None,
+                   out_range: Optional[tuple[float, float]] = None) -> tuple[np.ndarray, AdaRoundResult]:
     """Learned on-grid kernel for `node`, and how it compares with round-to-nearest.
 
     x_quant: the layer's input in the partly quantized model [N, ...]; target: the float
-    layer's activation output f_a(W x + b) [N, ..., C]. Raises `tfquant.Interrupted` on Ctrl-C."""
+    layer's activation output f_a(W x + b) [N, ..., C]; x_float: the float model's input of the
+    layer, mixed into each step's input element by element with probability
+    `config.adaround_qdrop` (QDrop, Wei et al. 2022; needed when that is > 0); out_range: the
+    (min, max) of the layer's int8 output, which the loss then quantizes the output to (BRECQ's
+    activation quantization in the reconstruction). Raises `tfquant.Interrupted` on Ctrl-C."""
     started = time.perf_counter()
     try:
-        return _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started)
+        return _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x_float, out_range)
     except KeyboardInterrupt as e:
         if isinstance(e, Interrupted):
             raise
@@ -268,7 +294,7 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
                           "quantized.") from None
 
 
-def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started):
+def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x_float=None, out_range=None):
     depthwise = node.type == "depthwise"
     w = node.kernel.astype(np.float32)
     if node.type == "conv2d" and w.shape[2] != x_quant.shape[-1]:     # grouped: round to nearest
@@ -279,11 +305,21 @@ def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started):
     v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)
     bias = np.zeros(node.out_channels, np.float32) if node.bias is None else node.bias.astype(np.float32)
 
-    pixels, table, ts = layer_pool(node, x_quant, target, rng)
+    drop = float(config.adaround_qdrop)
+    qdrop = drop > 0.0
+    if qdrop and x_float is None:
+        raise ValueError(f"AdaRound with adaround_qdrop={drop} at layer {node.name!r} needs the layer's "
+                         "float input (x_float).")
+    if qdrop:
+        pixels, table, ts, pixels_f = layer_pool(node, x_quant, target, rng, x_other=x_float)
+    else:
+        pixels, table, ts = layer_pool(node, x_quant, target, rng)
     row_bytes = 4 * (table.shape[1] * pixels.shape[1] + ts.shape[1])
     batch = int(min(config.adaround_rows, max(64, BATCH_BYTES // row_bytes)))
     gather = table.shape[0] > batch
-    fn = compiled(depthwise, node.activation, spec, batch, gather, xla=w.size >= XLA_WEIGHTS)
+    fn = compiled(depthwise, node.activation, spec, batch, gather, xla=w.size >= XLA_WEIGHTS, qdrop=qdrop,
+                  out_quant=out_range is not None)
+    out_lo, out_hi = (0.0, 0.0) if out_range is None else (float(out_range[0]), float(out_range[1]))
     shape = (w.shape[0] * w.shape[1], w.shape[2], w.shape[3]) if depthwise else (-1, w.shape[-1])
     s = np.broadcast_to(s, w.shape).reshape(shape)        # the kernel as the compiled op takes it
     w_floor, v0 = w_floor.reshape(shape), v0.reshape(shape)
@@ -291,10 +327,12 @@ def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started):
     iters = config.adaround_iterations
     warm = int(config.adaround_warm_start * iters)
     beta_start, beta_end = (float(b) for b in config.adaround_beta)
-    hp = tf.constant([iters, warm, config.adaround_learning_rate, config.adaround_reg, beta_start, beta_end],
-                     tf.float32)
+    hp = tf.constant([iters, warm, config.adaround_learning_rate, config.adaround_reg, beta_start, beta_end,
+                      drop, out_lo, out_hi], tf.float32)
     seed = tf.constant(int(rng.integers(0, 2**31 - 1)), tf.int32)
-    pool = (tf.constant(pixels), tf.constant(table), tf.constant(ts))
+    pool = (tf.constant(pixels), tf.constant(table), tf.constant(ts))   # round-to-nearest check: x_quant
+    pixels_t = pool[0]
+    pixels_f_t = tf.constant(pixels_f) if qdrop else pixels_t
     s_t, floor_t, b_t = tf.constant(s), tf.constant(w_floor, tf.float32), tf.constant(bias)
     v = tf.constant(v0.astype(np.float32))
     m = u = tf.zeros_like(v)
@@ -302,7 +340,7 @@ def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started):
     per_chunk = int(min(CHUNK_STEPS, max(1, CHUNK_WEIGHTS // w.size)))
     done, count, soft = 0, min(per_chunk, iters), 1.0
     while done < iters:
-        v, m, u, soft_t = fn.chunk(v, m, u, *pool, floor_t, s_t, b_t, tf.constant(done, tf.int32),
+        v, m, u, soft_t = fn.chunk(v, m, u, pixels_t, pixels_f_t, *pool[1:], floor_t, s_t, b_t, tf.constant(done, tf.int32),
                                    tf.constant(count, tf.int32), hp, seed)
         soft = float(soft_t)                         # also waits for the chunk: Ctrl-C lands here
         done += count

@@ -128,6 +128,17 @@ class PTQConfig:
       adaround_rows: rows (output pixels with their input windows) per step, at most (a 5x5
         depthwise layer with many channels gets fewer: a step gathers at most 4 MB).
       adaround_batch_size / adaround_patch: no longer used (every layer is optimised on pixels).
+      adaround_qdrop: QDrop (Wei et al. 2022): each element of a step's input is the float
+        model's with this probability, else the quantized model's (0: always the quantized one).
+        Not the default: held-out photos (benchmarks/recon_sweep.py, as under `steps`, measured
+        again at b0b87d3: default 92.8% 24.5 dB / 93.3% 22.5 dB / 91.7% 23.7 dB on Lite0 / 1 / 2),
+        0.5 gave 95.6% 24.7 dB / 92.8% 22.7 dB / 93.9% 23.7 dB; with adaround_output_quant too
+        92.8% 24.6 dB / 95.6% 22.6 dB / 94.4% 23.9 dB (paired over photos against the default:
+        Lite0 +0.0 points (-3.9 to +3.9), +0.08 dB (-0.24 to +0.37); Lite1 +2.2 (-0.6 to +5.0),
+        +0.12 dB (-0.08 to +0.41); Lite2 +2.8 (-0.6 to +6.1), +0.20 dB (-0.17 to +0.54)): no
+        gain beyond noise, and no model nearer 25 dB.
+      adaround_output_quant: AdaRound's loss sees each layer's output on its int8 grid (the
+        layer's own activation range; needs layerwise_activations), not the float output.
       adaround_converged: stop a layer once at most this fraction of its rounding variables is
         soft (h(V) strictly between 0 and 1; then nothing is left to learn); None: never.
       adaround_max_weights: layers with more weights keep round-to-nearest (None: no limit),
@@ -178,6 +189,8 @@ class PTQConfig:
     adaround_reg: float = 0.01
     adaround_beta: tuple[float, float] = (20.0, 2.0)
     adaround_warm_start: float = 0.2
+    adaround_qdrop: float = 0.0
+    adaround_output_quant: bool = False
     adaround_converged: Optional[float] = 1e-3
     adaround_max_weights: Optional[int] = None
     max_calibration_samples: Optional[int] = None
@@ -226,6 +239,8 @@ class PTQConfig:
                 setattr(self, name, v)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SpecError(f"PTQConfig.{name} must be a positive int, got {v!r}.")
+        if not 0.0 <= float(self.adaround_qdrop) <= 1.0:
+            raise SpecError(f"PTQConfig.adaround_qdrop must be a probability in [0, 1], got {self.adaround_qdrop!r}.")
         if not self.image_std:
             raise SpecError("PTQConfig.image_std must not be 0.")
 

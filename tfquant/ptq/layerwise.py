@@ -4,7 +4,9 @@ The graph is run node by node, in order, twice side by side over a bounded set o
 samples: the float model (x) and the model whose preceding layers already have their final
 quantized weights (x^). At each linear layer, before moving on:
 
-- AdaRound learns the layer's rounding from (x^, f_a(W x + b)) (see `adaround`);
+- AdaRound learns the layer's rounding from (x^, f_a(W x + b)) (see `adaround`; with
+  PTQConfig.adaround_qdrop each step's input mixes x into x^ element by element, QDrop; with
+  adaround_output_quant the loss sees the output on its int8 grid);
 - empirical bias correction (white paper eq. "Delta W E[x] = E[W^ x] - E[W x]") subtracts the
   mean per-channel difference between the layer's quantized pre-activation output (on x^) and
   the float one (on x) from the bias, so that each layer's mean output shift is removed in turn,
@@ -143,7 +145,11 @@ def _linear_step(node: Node, x_f: np.ndarray, x_q: np.ndarray, plan: QuantPlan, 
     if adaround and plan.weights_quantized(node.name) and (limit is None or node.kernel.size <= limit):
         spec = plan.weight_specs[node.name]
         lo, hi = plan.weight_ranges[node.name]
-        learned, result = adaround_layer(node, x_q, y_f, spec, lo, hi, config, rng)
+        out = node.output()
+        out_range = plan.range_of(out) if config.adaround_output_quant and quantize_activations and \
+            plan.is_owner(out) and plan.is_quantized(out) else None
+        learned, result = adaround_layer(node, x_q, y_f, spec, lo, hi, config, rng,
+                                         x_float=x_f if config.adaround_qdrop > 0 else None, out_range=out_range)
         node.weights["kernel"] = learned
         report.adaround[node.name] = result
     int8 = linear_runs_int8(node, plan)        # a layer mixed precision keeps in float: no correction
