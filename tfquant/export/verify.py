@@ -178,34 +178,65 @@ def _reachable(graph_def: tf.compat.v1.GraphDef, outputs: Sequence[str]) -> set[
     return seen
 
 
-def _graph_candidates(simulation, inputs: list[np.ndarray]) -> list[tuple[str, float, int, np.ndarray]]:
-    """(name, scale, zero point, simulated value) of each activation FakeQuant of a traced
-    simulation (its exact value where the graph is an exact-mode one) that the outputs depend on.
+class _FrozenSession:
+    """A traced simulation frozen to a GraphDef and imported once into a session (TF's own
+    kernels, unfused: the meta optimizer off), which gives its outputs and every activation
+    FakeQuant's range and value (no ConcreteFunction is rebuilt around the frozen graph, and the
+    graph is optimized and run once, not once more by an eager call: for a 40k-op graph each
+    cost tens of seconds)."""
 
-    The graph is frozen to a GraphDef and run in a session that fetches every FakeQuant's range
-    and value at once (no ConcreteFunction is rebuilt around the frozen graph: for a 40k-op
-    graph that rebuilding and its prune took a minute)."""
-    try:
-        fn = concrete_function_of(simulation)
+    def __init__(self, fn):
         graph_def, feed_names = frozen_graph_def(fn)
+        needed = _reachable(graph_def, [t.name for t in fn.outputs])
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.graph_util.import_graph_def(graph_def, name="")
+        del graph_def
+        self.feeds = [self.graph.get_tensor_by_name(n) for n in feed_names]
+        self.outputs = [self.graph.get_tensor_by_name(t.name) for t in fn.outputs]
+        self.fq_ops = [op for op in self.graph.get_operations()
+                       if op.type == "FakeQuantWithMinMaxVars" and op.inputs[0].op.type != "Const"
+                       and op.name in needed]
+        config = tf.compat.v1.ConfigProto()
+        config.graph_options.rewrite_options.disable_meta_optimizer = True   # the graph's own kernels, unfused
+        self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+
+    def run(self, fetches, inputs: list[np.ndarray]):
+        return self.session.run(fetches, dict(zip(self.feeds, inputs)))
+
+    def outputs_of(self, inputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        """The simulation's outputs over `inputs`, batch by batch (as `run_model`)."""
+        n = inputs[0].shape[0]
+        chunks = [self.run(self.outputs, [a[i:i + batch_size] for a in inputs]) for i in range(0, n, batch_size)]
+        return [np.concatenate([np.asarray(c[k]) for c in chunks]) for k in range(len(self.outputs))]
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _frozen_session(simulation) -> Optional[_FrozenSession]:
+    """The frozen session of a traced simulation, or None (a plain Python callable has no graph)."""
+    import keras
+
+    if isinstance(simulation, keras.Model):
+        return None
+    try:
+        return _FrozenSession(concrete_function_of(simulation))
     except Exception:  # noqa: BLE001 - a plain Python callable has no graph to compare
+        return None
+
+
+def _graph_candidates(frozen: Optional[_FrozenSession], inputs: list[np.ndarray]) -> list[tuple[str, float, int, np.ndarray]]:
+    """(name, scale, zero point, simulated value) of each activation FakeQuant of a traced
+    simulation (its exact value where the graph is an exact-mode one) that the outputs depend on,
+    fetched at once from its frozen session."""
+    if frozen is None or not frozen.fq_ops:
         return []
-    needed = _reachable(graph_def, [t.name for t in fn.outputs])
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
-    del graph_def
-    fq_ops = [op for op in graph.get_operations()
-              if op.type == "FakeQuantWithMinMaxVars" and op.inputs[0].op.type != "Const" and op.name in needed]
-    if not fq_ops:
-        return []
+    fq_ops = frozen.fq_ops
     specs = [QuantSpec(bits=op.get_attr("num_bits"), narrow_range=op.get_attr("narrow_range")) for op in fq_ops]
     names = [op.name for op in fq_ops]
     fetches = [op.inputs[k] for op in fq_ops for k in (1, 2)] + [_simulated_value(op) for op in fq_ops]
-    config = tf.compat.v1.ConfigProto()
-    config.graph_options.rewrite_options.disable_meta_optimizer = True   # the graph's own kernels, unfused
-    with tf.compat.v1.Session(graph=graph, config=config) as session:
-        values = session.run(fetches, {graph.get_tensor_by_name(n): a for n, a in zip(feed_names, inputs)})
+    values = frozen.run(fetches, inputs)
     out = []
     for i, (name, spec) in enumerate(zip(names, specs)):
         scale, zp = converter_params(values[2 * i], values[2 * i + 1], spec)
@@ -247,7 +278,8 @@ def _keras_candidates(qmodel, inputs: list[np.ndarray]) -> list[tuple[str, float
     return out
 
 
-def _intermediate_fidelity(simulation, runner: TFLiteRunner, inputs: list[np.ndarray]) -> list[Fidelity]:
+def _intermediate_fidelity(simulation, runner: TFLiteRunner, inputs: list[np.ndarray],
+                           frozen: Optional[_FrozenSession] = None) -> list[Fidelity]:
     """Compare each activation quantizer of the simulation with the flatbuffer tensor it became.
 
     The converter renames tensors after fused ops, so a quantized tensor of the simulation and a
@@ -258,7 +290,7 @@ def _intermediate_fidelity(simulation, runner: TFLiteRunner, inputs: list[np.nda
     import keras
 
     found_all = (_keras_candidates(simulation, inputs) if isinstance(simulation, keras.Model)
-                 else _graph_candidates(simulation, inputs))
+                 else _graph_candidates(frozen, inputs))
     candidates: dict[tuple, list] = {}
     for name, scale, zp, sim in found_all:
         candidates.setdefault((zp, sim.shape[1:]), []).append((scale, name, sim))
@@ -313,15 +345,21 @@ def verify(model, simulation: Callable, inputs, float_model: Optional[Callable] 
         if is_ptq_result(simulation):
             simulation = simulation.exact
         with simulation_mode("exact"):   # Keras simulations run eagerly and read the mode per call
-            sim_outs = run_model(simulation, arrays, batch_size)
-        tensors: list[Fidelity] = []     # intermediate tensors, under the reference kernels
-        if intermediate_samples and "reference" in kernels:
+            frozen = _frozen_session(simulation)
             try:
-                tensors = _intermediate_fidelity(
-                    simulation, TFLiteRunner(model, kernels="reference", preserve_all_tensors=True),
-                    [a[:intermediate_samples] for a in arrays])
-            except KernelAbortError:
-                pass                     # reported below, from the run over all samples
+                sim_outs = (run_model(simulation, arrays, batch_size) if frozen is None
+                            else frozen.outputs_of(arrays, batch_size))
+                tensors: list[Fidelity] = []     # intermediate tensors, under the reference kernels
+                if intermediate_samples and "reference" in kernels:
+                    try:
+                        tensors = _intermediate_fidelity(
+                            simulation, TFLiteRunner(model, kernels="reference", preserve_all_tensors=True),
+                            [a[:intermediate_samples] for a in arrays], frozen)
+                    except KernelAbortError:
+                        pass                     # reported below, from the run over all samples
+            finally:
+                if frozen is not None:
+                    frozen.close()
     float_outs = run_model(float_model, arrays, batch_size) if float_model is not None else None
 
     reports: list[OutputReport] = []
