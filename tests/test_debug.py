@@ -84,6 +84,39 @@ def test_planted_fault_is_ranked_first_and_float_fixes_it(ptq_diagnosis, tmp_pat
         assert os.path.getsize(tmp_path / "report" / png) > 1000
 
 
+def test_diagnose_traces_nothing_per_layer_and_keeps_only_live_tensors(monkeypatch):
+    """The sensitivity runs (two plans per layer) are eager and batched: no tf.function is traced
+    for them (one per plan used to cost a trace, a graph with every weight in it, and memory that
+    grew with the number of layers: EfficientNet-Lite0 ran out of 14.5 GB), and a run holds only
+    the tensors still to be read."""
+    import tensorflow as tf
+
+    from tfquant.graph import emit
+
+    model = planted_fault_model()
+    result = tfquant.ptq(model, data(64, 0), progress=False, steps=())
+    traced = []
+    run = emit.Emitter.run
+
+    def counting_run(self, inputs, fetch=None):
+        if not tf.executing_eagerly():
+            traced.append(self.mode)
+        return run(self, inputs, fetch)
+
+    monkeypatch.setattr(emit.Emitter, "run", counting_run)
+    d = tfquant.debug.diagnose(result, data(20, 1), check_tflite=False, progress=False, batch_size=8)
+    assert len(d.layers) >= 4 and d.suspects and "spiky" in d.suspects[0].layer
+    assert traced == []
+    monkeypatch.undo()
+    # fetch: only the asked tensors come back, with the values of the full run
+    x = tf.constant(data(4, 2))
+    out = result.graph.outputs[0][1]
+    full = emit.Emitter(result.graph, result.plan, "quant").run([x])
+    only = emit.Emitter(result.graph, result.plan, "quant").run([x], fetch=[out])
+    assert len(full) > 5 and list(only) == [out]
+    assert np.array_equal(np.asarray(only[out]), np.asarray(full[out]))
+
+
 def test_qat_model_is_diagnosed_by_the_same_code(ptq_diagnosis):
     model = planted_fault_model()
     qmodel = tfquant.quantize_model(model)
