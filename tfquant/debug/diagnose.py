@@ -50,7 +50,7 @@ class TensorStats:
 MAX_STAT_VALUES = 1 << 18     # per tensor: more are sampled (uniformly, seeded) for the percentiles
 
 
-def _range_statistics(subject, x: np.ndarray, bar) -> tuple[list[TensorStats], dict[str, np.ndarray]]:
+def _range_statistics(subject, x: np.ndarray) -> tuple[list[TensorStats], dict[str, np.ndarray]]:
     """TensorStats of every activation entry over `x`, one batch at a time (exact min / max,
     percentiles of at most `MAX_STAT_VALUES` values per tensor), and the values kept."""
     rng = np.random.default_rng(0)
@@ -67,7 +67,6 @@ def _range_statistics(subject, x: np.ndarray, bar) -> tuple[list[TensorStats], d
             hi[e] = max(hi.get(e, -np.inf), float(v.max()))
             step = -(-v.size * len(x) // (len(part) * MAX_STAT_VALUES))     # the whole set's size / cap
             kept.setdefault(e, []).append(v if step <= 1 else v[rng.integers(0, v.size, v.size // step)])
-        bar.update(len(part))
     values = {e: np.concatenate(vs) for e, vs in kept.items()}
     return [TensorStats.of(e, v, lo[e], hi[e]) for e, v in values.items() if v.size], values
 
@@ -185,7 +184,8 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
     w_only = db(mode="weights")
     a_only = db(floats=weights)
     bar = _bar(progress, 1 + 2 * len(subject.layers), "tfquant.debug")
-    tensors, values = _range_statistics(subject, x, _Counter(bar, 1.0 / len(x)))
+    tensors, values = _range_statistics(subject, x)
+    bar.update(1)
     tensors.sort(key=lambda t: -t.outlier_ratio)
     stats = {t.entry: t for t in tensors}
     kernels = subject.kernels()
@@ -248,17 +248,7 @@ class _NoBar:
         pass
 
 
-class _Counter:
-    """Advances `bar` by `scale` per unit: the range statistics count samples, the bar counts runs."""
-
-    def __init__(self, bar, scale: float):
-        self.bar, self.scale = bar, scale
-
-    def update(self, n=1):
-        self.bar.update(n * self.scale)
-
-
-def _bar(progress: bool, total: float, desc: str):
+def _bar(progress: bool, total: int, desc: str):
     if not progress:
         return _NoBar()
     from tqdm.auto import tqdm
