@@ -84,6 +84,39 @@ def test_planted_fault_is_ranked_first_and_float_fixes_it(ptq_diagnosis, tmp_pat
         assert os.path.getsize(tmp_path / "report" / png) > 1000
 
 
+def test_diagnose_traces_nothing_per_layer_and_keeps_only_live_tensors(monkeypatch):
+    """The sensitivity runs (two plans per layer) are eager and batched: no tf.function is traced
+    for them (one per plan used to cost a trace, a graph with every weight in it, and memory that
+    grew with the number of layers: EfficientNet-Lite0 ran out of 14.5 GB), and a run holds only
+    the tensors still to be read."""
+    import tensorflow as tf
+
+    from tfquant.graph import emit
+
+    model = planted_fault_model()
+    result = tfquant.ptq(model, data(64, 0), progress=False, steps=())
+    traced = []
+    run = emit.Emitter.run
+
+    def counting_run(self, inputs, fetch=None):
+        if not tf.executing_eagerly():
+            traced.append(self.mode)
+        return run(self, inputs, fetch)
+
+    monkeypatch.setattr(emit.Emitter, "run", counting_run)
+    d = tfquant.debug.diagnose(result, data(20, 1), check_tflite=False, progress=False, batch_size=8)
+    assert len(d.layers) >= 4 and d.suspects and "spiky" in d.suspects[0].layer
+    assert traced == []
+    monkeypatch.undo()
+    # fetch: only the asked tensors come back, with the values of the full run
+    x = tf.constant(data(4, 2))
+    out = result.graph.outputs[0][1]
+    full = emit.Emitter(result.graph, result.plan, "quant").run([x])
+    only = emit.Emitter(result.graph, result.plan, "quant").run([x], fetch=[out])
+    assert len(full) > 5 and list(only) == [out]
+    assert np.array_equal(np.asarray(only[out]), np.asarray(full[out]))
+
+
 def test_qat_model_is_diagnosed_by_the_same_code(ptq_diagnosis):
     model = planted_fault_model()
     qmodel = tfquant.quantize_model(model)
@@ -115,7 +148,17 @@ def test_diagnose_a_float_model_and_errors():
 def test_automatic_mixed_precision_finds_the_planted_fault(ptq_diagnosis):
     _, result, d = ptq_diagnosis
     x = data(128, 2)
-    mp = tfquant.debug.mixed_precision(result, x, target_sqnr_db=30.0)
+    # int16 first: 'spiky' and its reader's output on 16-bit grids (so that the reader reads the
+    # spikes in int16), no weight bytes added
+    wide = tfquant.debug.mixed_precision(result, x, target_sqnr_db=30.0, measure_latency=False)
+    spiky, reader = d.fix_floats[0], result.plan.quantizer_of(
+        [n for n in result.graph.linear_nodes() if "c3" in n.name][0].output())
+    assert wide.met and wide.floats == [] and wide.int16 == [spiky, reader] and wide.sqnr_db >= 30.0
+    assert sorted(wide.plan.non_int8()) == sorted(wide.int16) and wide.trials[0].precision == "int16"
+    assert wide.trials[0].weight_bytes == 0 and wide.trials[0].accepted
+    assert {t.dtype for t in tfquant.inspect(wide.tflite).tensors if not t.is_constant} >= {"INT16", "INT8"}
+    # float only: the same tensor, in float
+    mp = tfquant.debug.mixed_precision(result, x, target_sqnr_db=30.0, precisions=("float",))
     assert mp.met and mp.sqnr_db >= 30.0 > mp.int8_sqnr_db + 10       # measured on the flatbuffer
     assert mp.agreement >= mp.int8_agreement
     assert mp.floats == d.fix_floats                     # one tensor, the planted one
@@ -182,8 +225,9 @@ def test_mixed_precision_picks_the_cheaper_of_two_equally_good_tensors(twin_resu
     result = twin_result
     qa, qb = _spiky_quantizer(result, "a"), _spiky_quantizer(result, "b")
     x = data(128, 2)
-    mp = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_float=1)
-    blind = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_float=1, db_per_mb=0.0)
+    mp = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_float=1, precisions=("float",))
+    blind = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_float=1, db_per_mb=0.0,
+                                          precisions=("float",))
     # equally good: the same simulated gain, and each alone lifts the flatbuffer by the same amount
     ta, tb = mp.trials[0], blind.trials[0]
     assert (ta.quantizer, tb.quantizer) == (qa, qb)
@@ -201,10 +245,27 @@ def test_mixed_precision_picks_the_cheaper_of_two_equally_good_tensors(twin_resu
 
 def test_mixed_precision_refuses_what_costs_too_much(twin_result):
     result, x = twin_result, data(128, 2)
-    slow = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_latency_ratio=0.5, patience=2)
+    slow = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, max_latency_ratio=0.5, patience=2,
+                                         precisions=("float",))
     assert slow.floats == [] and slow.tflite == result.to_tflite() and not slow.met
     assert len(slow.trials) == 2 and all(not t.accepted and "latency" in t.reason for t in slow.trials)
     assert slow.stopped == "2 candidates in a row refused"
     # a byte price above what the twin branches gain: nothing is worth keeping in float
-    dear = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, db_per_mb=1e5, measure_latency=False)
+    dear = tfquant.debug.mixed_precision(result, x, target_sqnr_db=60.0, db_per_mb=1e5, measure_latency=False,
+                                         precisions=("float",))
     assert dear.floats == [] and dear.trials == [] and dear.latency_ms is None
+
+
+def test_gain_noise_resamples_groups():
+    from tfquant.debug.mixed_precision import gain_noise_db
+
+    ref = np.zeros((4, 3))
+    before = np.ones((4, 3))
+    # the same gain in every group: no noise, whatever is resampled
+    assert gain_noise_db(ref, before, 0.5 * before, np.array([0, 0, 1, 1])) == 0.0
+    # group 0 halves its error (+3.01 dB), group 1 keeps it: resampling the two groups gives
+    # +3.01 dB (1/4), 0 dB (1/4) or +1.25 dB (1/2), a standard deviation of 1.072 dB
+    after = before.copy()
+    after[:2] *= np.sqrt(0.5)
+    assert gain_noise_db(ref, before, after, np.array([0, 0, 1, 1]), resamples=20000) == pytest.approx(1.072, abs=0.02)
+    assert gain_noise_db(ref, before, after, np.array([0, 0, 0, 0])) == 0.0       # one group

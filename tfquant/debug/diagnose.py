@@ -36,12 +36,39 @@ class TensorStats:
     outlier_ratio: float         # (max - min) / (p_high - p_low): > 10 means a few values set the grid
 
     @classmethod
-    def of(cls, entry: str, v: np.ndarray) -> "TensorStats":
+    def of(cls, entry: str, v: np.ndarray, vmin: Optional[float] = None,
+           vmax: Optional[float] = None) -> "TensorStats":
+        """From the values `v` (or a sample of them, with the exact `vmin` / `vmax`)."""
         v = v.ravel().astype(np.float64)
         lo, hi = np.percentile(v, [1.0, 99.0])
+        vmin = float(v.min()) if vmin is None else vmin
+        vmax = float(v.max()) if vmax is None else vmax
         spread = max(hi - lo, 1e-12)
-        return cls(entry, float(v.min()), float(v.max()), float(lo), float(hi),
-                   float((v.max() - v.min()) / spread))
+        return cls(entry, vmin, vmax, float(lo), float(hi), float((vmax - vmin) / spread))
+
+
+MAX_STAT_VALUES = 1 << 18     # per tensor: more are sampled (uniformly, seeded) for the percentiles
+
+
+def _range_statistics(subject, x: np.ndarray) -> tuple[list[TensorStats], dict[str, np.ndarray]]:
+    """TensorStats of every activation entry over `x`, one batch at a time (exact min / max,
+    percentiles of at most `MAX_STAT_VALUES` values per tensor), and the values kept."""
+    rng = np.random.default_rng(0)
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    kept: dict[str, list] = {}
+    for i in range(0, len(x), subject.batch_size):
+        part = x[i:i + subject.batch_size]
+        for e, v in subject.values(part).items():
+            if not v.size:
+                continue
+            v = v.ravel()
+            lo[e] = min(lo.get(e, np.inf), float(v.min()))
+            hi[e] = max(hi.get(e, -np.inf), float(v.max()))
+            step = -(-v.size * len(x) // (len(part) * MAX_STAT_VALUES))     # the whole set's size / cap
+            kept.setdefault(e, []).append(v if step <= 1 else v[rng.integers(0, v.size, v.size // step)])
+    values = {e: np.concatenate(vs) for e, vs in kept.items()}
+    return [TensorStats.of(e, v, lo[e], hi[e]) for e, v in values.items() if v.size], values
 
 
 @dataclasses.dataclass
@@ -125,7 +152,8 @@ def _cause_and_fix(layer: LayerSensitivity, weights_hurt: bool, per_channel: boo
 
 
 def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, try_fix: bool = True,
-             check_tflite: bool = True, max_samples: int = 256, **ptq_options) -> Diagnosis:
+             check_tflite: bool = True, max_samples: int = 256, batch_size: int = 8,
+             progress: bool = True, **ptq_options) -> Diagnosis:
     """Run the debugging workflow on `model` with `data` (float inputs [N, ...]).
 
     model: a `tfquant.ptq` result, a Keras model from `tfquant.quantize_model` (calibrated or
@@ -134,13 +162,15 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
     float_model: the reference (default: the model's own float path).
     check_tflite: export the model and compare the interpreter with the exact simulation, outputs
     and intermediate tensors (`tfquant.verify`, reference kernels, 8 samples).
+    batch_size: samples per eager run (memory is one batch's live tensors, whatever the depth).
+    progress: a tqdm bar over the runs (two per layer for the sensitivity).
     """
     x = np.asarray(data, np.float32)[:max_samples]
     if x.ndim < 2 or x.shape[0] == 0:
         raise DataError("diagnose needs a batch of float input samples [N, ...].")
     if not np.all(np.isfinite(x)):
         raise DataError("diagnose: the data contain NaN or Inf.")
-    subject = _subject(model, x if calibration is None else calibration, ptq_options)
+    subject = _subject(model, x if calibration is None else calibration, ptq_options, batch_size)
     y_float = np.asarray(float_model(x)) if float_model is not None else subject.float_run(x)
     all_entries = subject.entries
     weights = set(subject.weight_entries())
@@ -153,9 +183,10 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
     quantized = sqnr_db(y_float, y_q)
     w_only = db(mode="weights")
     a_only = db(floats=weights)
-    values = subject.values(x)
-    tensors = sorted((TensorStats.of(e, v) for e, v in values.items() if v.size),
-                     key=lambda t: -t.outlier_ratio)
+    bar = _bar(progress, 1 + 2 * len(subject.layers), "tfquant.debug")
+    tensors, values = _range_statistics(subject, x)
+    bar.update(1)
+    tensors.sort(key=lambda t: -t.outlier_ratio)
     stats = {t.entry: t for t in tensors}
     kernels = subject.kernels()
     per_channel = any(spec.per_channel for spec in subject.plan.weight_specs.values())
@@ -168,6 +199,8 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
             layer=name, entries=entries, only_db=db(floats=others), all_but_db=db(floats=entries),
             weight_spread=_weight_spread(kernels[w[0]][0]) if w and w[0] in kernels else None,
             outlier_ratio=stats[out[0]].outlier_ratio if out and out[0] in stats else None))
+        bar.update(2)
+    bar.close()
     ranked = sorted(layers, key=lambda la: -(la.all_but_db - quantized))
     weights_hurt = w_only < a_only
     suspects = []
@@ -207,7 +240,23 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
     return result
 
 
-def _subject(model, calibration, ptq_options):
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, unit="run")
+
+
+def _subject(model, calibration, ptq_options, batch_size: int):
     import keras
 
     from tfquant.keras.layers import QuantLayer
@@ -219,4 +268,4 @@ def _subject(model, calibration, ptq_options):
         import tfquant
 
         model = tfquant.ptq(model, calibration, progress=False, **ptq_options)
-    return subject_of(model)
+    return subject_of(model, batch_size)

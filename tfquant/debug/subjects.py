@@ -8,6 +8,11 @@ switched to float one by one.
 
 A PTQ result switches entries through its `QuantPlan` (precision "float"), a QAT model through
 `tfquant.keras.quantizers.bypass`; both name entries as their plan does.
+
+Every run is eager and in batches of `batch_size` samples (no tf.function per plan: the debugger
+tries one plan per layer, and a traced function per plan costs a trace, a graph with every weight
+in it, and memory that grows with the number of layers); a PTQ run keeps only the tensors still
+to be read (`Emitter.run(fetch=...)`), so memory is bounded by one batch's live tensors.
 """
 from __future__ import annotations
 
@@ -18,6 +23,14 @@ import tensorflow as tf
 
 from tfquant.core import QuantPlan
 from tfquant.errors import SpecError
+
+
+BATCH_SIZE = 8
+
+
+def _batches(x: np.ndarray, batch_size: int):
+    for i in range(0, len(x), batch_size):
+        yield tf.convert_to_tensor(x[i:i + batch_size], tf.float32)
 
 
 def _stack(outs) -> np.ndarray:
@@ -33,12 +46,10 @@ class PTQSubject:
 
     route = "PTQ"
 
-    def __init__(self, result):
-        from tfquant.graph import build_function
-
+    def __init__(self, result, batch_size: int = BATCH_SIZE):
         self.result = self.model = result
         self.plan = result.plan
-        self._build = build_function
+        self.batch_size = batch_size
         self.layers: dict[str, list[str]] = {}
         owned = set()
         for node in result.graph.linear_nodes():
@@ -51,20 +62,15 @@ class PTQSubject:
             if q not in owned:
                 self.layers[self.plan.owners[q][0].rsplit(":", 1)[0]] = [q]
         self.entries = [e for es in self.layers.values() for e in es]
-        self._cache: dict = {}
 
     def weight_entries(self) -> list[str]:
         return list(self.plan.weight_specs)
 
     def run(self, x: np.ndarray, floats: Iterable[str] = (), mode: str = "quant") -> np.ndarray:
-        floats = frozenset(floats)
-        key = (floats, mode)
-        if key not in self._cache:
-            plan = self.plan.copy()
-            for e in floats:
-                plan.precision[e] = "float"
-            self._cache[key] = self._build(self.result.graph, plan, mode=mode)
-        return _stack(self._cache[key](tf.convert_to_tensor(x, tf.float32)))
+        plan = self.plan.copy()
+        for e in frozenset(floats):
+            plan.precision[e] = "float"
+        return self.run_plan(x, plan, mode)
 
     def float_run(self, x: np.ndarray) -> np.ndarray:
         """The transformed float model (quantizers bypassed; CLE, bias absorption and bias
@@ -90,16 +96,30 @@ class PTQSubject:
         plan.weight_ranges[layer] = weight_range(node, plan.weight_specs[layer], "minmax")
         return plan
 
-    def run_plan(self, x: np.ndarray, plan: QuantPlan) -> np.ndarray:
-        return _stack(self._build(self.result.graph, plan, mode="quant")(tf.convert_to_tensor(x, tf.float32)))
-
-    def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Float values of each activation quantizer's tensors (first tensor), by entry."""
+    def run_plan(self, x: np.ndarray, plan: QuantPlan, mode: str = "quant") -> np.ndarray:
+        """The first output of the fake-quant simulation of `plan` (eager, in batches)."""
+        from tfquant.core import simulation_mode
         from tfquant.graph import Emitter
 
-        env = Emitter(self.result.graph, self.plan, "float").run([tf.convert_to_tensor(x, tf.float32)])
-        return {q: np.asarray(env[ts[0]]) for q, ts in self.plan.owners.items() if ts[0] in env
-                and q not in self.plan.fixed}
+        graph = self.result.graph
+        out = graph.outputs[0][1]
+        emitter = Emitter(graph, plan, mode)
+        with simulation_mode("fake_quant"):
+            return np.concatenate([np.asarray(emitter.run([b], fetch=[out])[out])
+                                   for b in _batches(x, self.batch_size)])
+
+    def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Float values of each activation quantizer's tensors (first tensor), by entry (all of
+        them at once: pass one batch)."""
+        from tfquant.graph import Emitter
+        from tfquant.graph.ir import ref
+
+        refs = {q: ts[0] for q, ts in self.plan.owners.items() if q not in self.plan.fixed}
+        graph_refs = {ref(n.name, i) for n in self.result.graph for i in range(len(n.out_dtypes))}
+        refs = {q: r for q, r in refs.items() if r in graph_refs}
+        env = Emitter(self.result.graph, self.plan, "float").run([tf.convert_to_tensor(x, tf.float32)],
+                                                                 fetch=sorted(set(refs.values())))
+        return {q: np.asarray(env[r]) for q, r in refs.items()}
 
     def kernels(self) -> dict[str, tuple[np.ndarray, Optional[np.ndarray]]]:
         """weight entry -> (kernel as [rows, channels] now, before the PTQ steps or None)."""
@@ -118,11 +138,12 @@ class QATSubject:
 
     route = "QAT"
 
-    def __init__(self, qmodel):
+    def __init__(self, qmodel, batch_size: int = BATCH_SIZE):
         from tfquant.keras.layers import QuantConv
         from tfquant.keras.plan import plan_of
 
         self.model = qmodel
+        self.batch_size = batch_size
         self.plan: QuantPlan = plan_of(qmodel)
         self.layers = {}
         for name in self.plan.owners:
@@ -144,7 +165,7 @@ class QATSubject:
         if mode == "weights":
             names |= set(self.plan.owners)
         with bypass(names):
-            return _stack(self.model(tf.convert_to_tensor(x, tf.float32), training=False))
+            return np.concatenate([_stack(self.model(b, training=False)) for b in _batches(x, self.batch_size)])
 
     def float_run(self, x: np.ndarray) -> np.ndarray:
         return self.run(x, floats=list(self.plan.owners) + list(self.plan.weight_specs))
@@ -180,13 +201,13 @@ class QATSubject:
         return out
 
 
-def subject_of(model):
-    """The debugger's view of a PTQ result or a QAT model."""
+def subject_of(model, batch_size: int = BATCH_SIZE):
+    """The debugger's view of a PTQ result or a QAT model (runs in batches of `batch_size`)."""
     import keras
 
     if hasattr(model, "plan") and hasattr(model, "graph") and hasattr(model, "with_plan"):
-        return PTQSubject(model)
+        return PTQSubject(model, batch_size)
     if isinstance(model, keras.Model):
-        return QATSubject(model)
+        return QATSubject(model, batch_size)
     raise SpecError(f"The debugger takes a tfquant.ptq result or a model from tfquant.quantize_model, "
                     f"got {type(model).__name__}.")

@@ -527,18 +527,33 @@ class Emitter:
 
     # ---- whole graph ------------------------------------------------------------------
     def run(self, inputs: Sequence, fetch: Optional[Sequence[str]] = None) -> dict:
-        """Evaluate the graph; returns {tensor ref: value} for every computed tensor."""
+        """Evaluate the graph; returns {tensor ref: value} for every computed tensor, or with
+        `fetch` only for those: each other tensor is dropped once its last reader has run, so
+        that an eager run holds the live tensors only (memory independent of the depth)."""
         env: dict[str, tf.Tensor] = {}
         for spec, x in zip(self.graph.inputs, inputs):
             env["__feed__" + spec.ref] = x
-        for node in self.graph:
+        last: dict[str, int] = {}
+        keep = frozenset(fetch or ())
+        nodes = list(self.graph)
+        if fetch is not None:
+            for k, node in enumerate(nodes):
+                last.update((r, k) for r in node.inputs)
+        for k, node in enumerate(nodes):
             if node.type == "input":
-                values = [env["__feed__" + node.output()]]
+                values = [env.pop("__feed__" + node.output()) if fetch is not None else env["__feed__" + node.output()]]
             else:
                 values = [env[r] for r in node.inputs]
             for i, v in enumerate(self.run_node(node, values)):
-                env[ref(node.name, i)] = v
-        return env
+                r = ref(node.name, i)
+                if fetch is None or r in keep or r in last:
+                    env[r] = v
+            if fetch is not None:
+                for r in set(node.inputs):
+                    if last.get(r) == k and r not in keep:
+                        del env[r]
+            del values
+        return env if fetch is None else {r: env[r] for r in fetch}
 
 
 def input_signature(graph: Graph) -> list[tf.TensorSpec]:
