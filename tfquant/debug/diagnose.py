@@ -5,7 +5,8 @@ or a QAT model, from the same code.
     >>> print(d.summary())                                  # ranked suspects, each with its fix
     >>> d.write_report("report/")                           # report.md with PNG plots
 
-Steps: FP32 sanity (every quantizer in float reproduces the float model); weights-only and
+Steps: FP32 sanity (every quantizer bypassed against the float model as given: a PTQ result's
+original model, or `float_model`; what the PTQ steps did to the float function); weights-only and
 activations-only runs (which side does the damage); per-layer sensitivity (only this layer
 quantized, and all but this layer); range statistics of every quantized tensor (percentiles,
 outlier ratio) and per-channel weight range spread; a ranked list of suspects with the fix the
@@ -93,7 +94,7 @@ class Suspect:
 class Diagnosis:
     route: str
     samples: int
-    fp32_sanity_db: float        # every quantizer in float vs the float model (inf: identical)
+    fp32_sanity_db: Optional[float]   # quantizers bypassed vs the float model as given (None: no such model)
     quantized_db: float
     weights_only_db: float
     activations_only_db: float
@@ -110,10 +111,15 @@ class Diagnosis:
     weight_ranges: dict = dataclasses.field(default_factory=dict, repr=False)   # for the plots
     samples_of: dict = dataclasses.field(default_factory=dict, repr=False)      # worst tensors' values
 
+    @property
+    def fp32_sanity(self) -> str:
+        """The FP32 sanity figure as text ("not checked" for a QAT model without `float_model`)."""
+        return "not checked (no float model given)" if self.fp32_sanity_db is None else f"{self.fp32_sanity_db:.1f} dB"
+
     def summary(self) -> str:
         agree = "" if self.quantized_agreement is None else f", top-1 agreement {100 * self.quantized_agreement:.1f}%"
         lines = [f"tfquant.debug on a {self.route} model, {self.samples} samples",
-                 f"  FP32 sanity (all quantizers in float vs float): {self.fp32_sanity_db:.1f} dB",
+                 f"  FP32 sanity (all quantizers bypassed vs the float model): {self.fp32_sanity}",
                  f"  quantized: {self.quantized_db:.1f} dB{agree}",
                  f"  weights only: {self.weights_only_db:.1f} dB; activations only: {self.activations_only_db:.1f} dB"]
         for i, s in enumerate(self.suspects, 1):
@@ -179,7 +185,12 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
         return sqnr_db(y_float, subject.run(x, floats, mode))
 
     y_q = subject.run(x)
-    sanity = sqnr_db(y_float, subject.float_run(x))
+    # The bypassed path against an independent float model: a PTQ result's original model (its
+    # steps change the float function: bias correction on purpose, CLE through clipping ReLU6),
+    # or the `float_model` given. A QAT model alone has no other float model to compare with.
+    y_given = (np.asarray(float_model(x)) if float_model is not None else
+               subject.reference_run(x) if subject.route == "PTQ" else None)
+    sanity = None if y_given is None else sqnr_db(y_given, subject.float_run(x))
     quantized = sqnr_db(y_float, y_q)
     w_only = db(mode="weights")
     a_only = db(floats=weights)

@@ -61,7 +61,7 @@ def markdown(d, plots=()) -> str:
     agree = "-" if d.quantized_agreement is None else f"{100 * d.quantized_agreement:.1f}%"
     lines = [f"# tfquant.debug report ({d.route}, {d.samples} samples)", "",
              "| run | output SQNR vs float |", "|---|---|",
-             f"| every quantizer in float (FP32 sanity) | {d.fp32_sanity_db:.1f} dB |",
+             f"| every quantizer bypassed vs the float model (FP32 sanity) | {d.fp32_sanity} |",
              f"| quantized (top-1 agreement {agree}) | {d.quantized_db:.1f} dB |",
              f"| weights only | {d.weights_only_db:.1f} dB |",
              f"| activations only | {d.activations_only_db:.1f} dB |", "", "## Suspects", ""]

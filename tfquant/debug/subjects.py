@@ -78,8 +78,14 @@ class PTQSubject:
         return self.run(x, mode="float")
 
     def reference_run(self, x: np.ndarray) -> np.ndarray:
-        """The float model as it was given (before any PTQ step): what agreement is measured to."""
-        return _stack(self.result.original_model(tf.convert_to_tensor(x, tf.float32)))
+        """The float model as it was given (before any PTQ step): what agreement is measured to.
+        Eager, in batches, like every run here."""
+        from tfquant.graph import Emitter
+
+        graph = self.result.original_graph if self.result.original_graph is not None else self.result.graph
+        out = graph.outputs[0][1]
+        emitter = Emitter(graph, None, "float")
+        return np.concatenate([np.asarray(emitter.run([b], fetch=[out])[out]) for b in _batches(x, self.batch_size)])
 
     def per_channel_plan(self, layer: str) -> Optional[QuantPlan]:
         """The plan with `layer`'s weights per output channel (min-max), or None if they already are
