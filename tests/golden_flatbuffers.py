@@ -62,10 +62,8 @@ def machine_id() -> str:
     return f"tensorflow {tf.__version__}, oneDNN {onednn}, {platform.machine()}, {len(flags)} ISA flags {isa}"
 
 
-def values_sha256(data: bytes) -> str:
-    """sha256 of what the flatbuffer computes with, tensor names left out: each op's type, inputs
-    and outputs, and each tensor's type, shape, scales, zero points, axis and constant data. A
-    change that renames tensors only (TF's auto-numbered op names) keeps it; op options are not in it."""
+def _ops_and_tensors_sha256(data: bytes, tensor_fields) -> str:
+    """sha256 of each op's type, inputs and outputs, then `tensor_fields(t)` (bytes) of each tensor."""
     import tfquant
 
     report = tfquant.inspect(data)
@@ -73,24 +71,25 @@ def values_sha256(data: bytes) -> str:
     for op in report.ops:
         h.update(repr((op.op, op.inputs, op.outputs)).encode())
     for t in report.tensors:
-        h.update(repr((t.dtype, t.shape, t.scales, t.zero_points, t.quantized_dimension)).encode())
-        if t.data is not None:
-            h.update(t.data.tobytes())
+        h.update(tensor_fields(t))
     return h.hexdigest()
+
+
+def values_sha256(data: bytes) -> str:
+    """sha256 of what the flatbuffer computes with, tensor names left out: each op's type, inputs
+    and outputs, and each tensor's type, shape, scales, zero points, axis and constant data. A
+    change that renames tensors only (TF's auto-numbered op names) keeps it; op options are not in it."""
+    def fields(t) -> bytes:
+        head = repr((t.dtype, t.shape, t.scales, t.zero_points, t.quantized_dimension)).encode()
+        return head + (t.data.tobytes() if t.data is not None else b"")
+    return _ops_and_tensors_sha256(data, fields)
 
 
 def structure_sha256(data: bytes) -> str:
     """sha256 of the flatbuffer's structure: each op's type, inputs and outputs, and each tensor's
     type, shape, quantized axis and number of scales. The same on every machine."""
-    import tfquant
-
-    report = tfquant.inspect(data)
-    h = hashlib.sha256()
-    for op in report.ops:
-        h.update(repr((op.op, op.inputs, op.outputs)).encode())
-    for t in report.tensors:
-        h.update(repr((t.dtype, t.shape, t.quantized_dimension, len(t.scales))).encode())
-    return h.hexdigest()
+    return _ops_and_tensors_sha256(
+        data, lambda t: repr((t.dtype, t.shape, t.quantized_dimension, len(t.scales))).encode())
 
 
 def fingerprint(data: bytes) -> Dict[str, str]:
