@@ -63,6 +63,8 @@ CONFIGS = {
     "df_a5": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0), bn_alpha=5.0),
     "df_a8": dict(data_free=True, input_range=(-127.0 / 128.0, 1.0), bn_alpha=8.0),
     "default": dict(),
+    "ada500": dict(adaround_iterations=500),                 # the default with more iterations
+    "ada1000": dict(adaround_iterations=1000),
     "default_pt": dict(per_channel=False),      # per-tensor weights: MSE by default (was min-max)
     "pt_wminmax": dict(per_channel=False, weight_ranges="minmax"),
     # per-tensor: where does CLE's damage come from (issue 13; relu6_policy "bounded" unless said)

@@ -8,6 +8,7 @@ import pytest
 
 import tfquant
 import tfquant.debug
+from tfquant.export.verify import sqnr_db
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "keras"))
@@ -58,6 +59,12 @@ def test_planted_fault_is_ranked_first_and_float_fixes_it(ptq_diagnosis, tmp_pat
     # every quantizer bypassed against the model as given: bias correction moved the biases of the
     # float path (19.8 dB on 32 samples; with steps=() it is identical, inf)
     assert 10.0 < d.fp32_sanity_db < 40.0, d.fp32_sanity_db
+    # the quantized model against the model as given (what agreement is measured to), not only
+    # against the bypassed path
+    x_diag = data(128, 1)
+    assert d.quantized_vs_given_db == pytest.approx(
+        sqnr_db(np.asarray(model(x_diag)), np.asarray(result(x_diag))), abs=0.3)
+    assert d.quantized_vs_given_db != pytest.approx(d.quantized_db, abs=0.05)
     assert d.suspects and "spiky" in d.suspects[0].layer
     assert "outliers" in d.suspects[0].cause
     assert d.activations_only_db < d.weights_only_db    # the damage is on the activation side
@@ -126,6 +133,7 @@ def test_qat_model_is_diagnosed_by_the_same_code(ptq_diagnosis):
     d = tfquant.debug.diagnose(qmodel, data(128, 1), float_model=model)
     # quantizers bypassed, the QAT model computes exactly the Keras float model
     assert d.route == "QAT" and d.fp32_sanity_db == float("inf")
+    assert d.quantized_vs_given_db == pytest.approx(d.quantized_db)   # its float model is the bypassed path
     # the flatbuffer against the exact simulation, intermediate tensors included (layer by layer,
     # eagerly in exact mode: not the fake-quant trace, which reads 1-LSB differences as faults)
     assert d.tflite_exact == 1.0 and len(d.tensor_fidelity) >= 4

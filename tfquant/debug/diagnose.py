@@ -96,7 +96,7 @@ class Diagnosis:
     samples: int
     fp32_sanity_db: Optional[float]   # quantizers bypassed vs the float model as given (None: no such model)
     quantized_db: float
-    weights_only_db: float
+    weights_only_db: float    # (all three against the quantizers-bypassed path)
     activations_only_db: float
     quantized_agreement: Optional[float]
     layers: list[LayerSensitivity]
@@ -106,6 +106,7 @@ class Diagnosis:
     fix_floats: list[str] = dataclasses.field(default_factory=list)   # entries the tried fix kept in float
     fixed_db: Optional[float] = None
     fixed_agreement: Optional[float] = None
+    quantized_vs_given_db: Optional[float] = None   # the quantized model vs the float model as given
     tflite_exact: Optional[float] = None     # flatbuffer vs the exact simulation, outputs (reference kernels)
     tensor_fidelity: list = dataclasses.field(default_factory=list)   # (tensor, exact fraction, max LSB)
     weight_ranges: dict = dataclasses.field(default_factory=dict, repr=False)   # for the plots
@@ -120,8 +121,13 @@ class Diagnosis:
         agree = "" if self.quantized_agreement is None else f", top-1 agreement {100 * self.quantized_agreement:.1f}%"
         lines = [f"tfquant.debug on a {self.route} model, {self.samples} samples",
                  f"  FP32 sanity (all quantizers bypassed vs the float model): {self.fp32_sanity}",
-                 f"  quantized: {self.quantized_db:.1f} dB{agree}",
+                 f"  quantized: {self.quantized_db:.1f} dB{agree}" + (
+                     "" if self.quantized_vs_given_db is None
+                     else f" (vs the float model as given: {self.quantized_vs_given_db:.1f} dB)"),
                  f"  weights only: {self.weights_only_db:.1f} dB; activations only: {self.activations_only_db:.1f} dB"]
+        if np.isinf(self.weights_only_db) and self.fp32_sanity_db is not None and np.isfinite(self.fp32_sanity_db):
+            lines.append("  (the weights are already on their grid in the bypassed path, AdaRound's rounding: "
+                         "their error is in the FP32 sanity figure)")
         for i, s in enumerate(self.suspects, 1):
             lines.append(f"  suspect {i}: {s.layer} (+{s.gain_db:.1f} dB if float): {s.cause} -> {s.fix}")
         if self.tflite_exact is not None:
@@ -192,6 +198,7 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
                subject.reference_run(x) if subject.route == "PTQ" else None)
     sanity = None if y_given is None else sqnr_db(y_given, subject.float_run(x))
     quantized = sqnr_db(y_float, y_q)
+    quantized_given = None if y_given is None else sqnr_db(y_given, y_q)
     w_only = db(mode="weights")
     a_only = db(floats=weights)
     bar = _bar(progress, 1 + 2 * len(subject.layers), "tfquant.debug")
@@ -222,7 +229,7 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
         cause, fix = _cause_and_fix(la, weights_hurt and la.weight_spread is not None, per_channel)
         suspects.append(Suspect(la.layer, gain, cause, fix))
     result = Diagnosis(route=subject.route, samples=int(x.shape[0]), fp32_sanity_db=sanity,
-                       quantized_db=quantized, weights_only_db=w_only, activations_only_db=a_only,
+                       quantized_db=quantized, quantized_vs_given_db=quantized_given, weights_only_db=w_only, activations_only_db=a_only,
                        quantized_agreement=agreement(y_float, y_q), layers=layers, tensors=tensors,
                        suspects=suspects,
                        weight_ranges={n: (np.max(np.abs(k), 0), None if b is None else np.max(np.abs(b), 0))

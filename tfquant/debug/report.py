@@ -63,6 +63,8 @@ def markdown(d, plots=()) -> str:
              "| run | output SQNR vs float |", "|---|---|",
              f"| every quantizer bypassed vs the float model (FP32 sanity) | {d.fp32_sanity} |",
              f"| quantized (top-1 agreement {agree}) | {d.quantized_db:.1f} dB |",
+             *([] if d.quantized_vs_given_db is None else
+               [f"| quantized vs the float model as given | {d.quantized_vs_given_db:.1f} dB |"]),
              f"| weights only | {d.weights_only_db:.1f} dB |",
              f"| activations only | {d.activations_only_db:.1f} dB |", "", "## Suspects", ""]
     if not d.suspects:
