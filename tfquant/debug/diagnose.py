@@ -95,8 +95,8 @@ class Diagnosis:
     route: str
     samples: int
     fp32_sanity_db: Optional[float]   # quantizers bypassed vs the float model as given (None: no such model)
-    quantized_db: float
-    weights_only_db: float    # (all three against the quantizers-bypassed path)
+    quantized_db: float               # this and the next two: against the quantizers-bypassed path
+    weights_only_db: float
     activations_only_db: float
     quantized_agreement: Optional[float]
     layers: list[LayerSensitivity]
@@ -229,7 +229,8 @@ def diagnose(model, data, *, float_model=None, calibration=None, top: int = 3, t
         cause, fix = _cause_and_fix(la, weights_hurt and la.weight_spread is not None, per_channel)
         suspects.append(Suspect(la.layer, gain, cause, fix))
     result = Diagnosis(route=subject.route, samples=int(x.shape[0]), fp32_sanity_db=sanity,
-                       quantized_db=quantized, quantized_vs_given_db=quantized_given, weights_only_db=w_only, activations_only_db=a_only,
+                       quantized_db=quantized, quantized_vs_given_db=quantized_given,
+                       weights_only_db=w_only, activations_only_db=a_only,
                        quantized_agreement=agreement(y_float, y_q), layers=layers, tensors=tensors,
                        suspects=suspects,
                        weight_ranges={n: (np.max(np.abs(k), 0), None if b is None else np.max(np.abs(b), 0))
