@@ -176,6 +176,25 @@ def float_weight_bytes(graph, plan, quantizer: str) -> int:
     return int(sum(3 * graph[n].kernel.size for n in float_ops(graph, plan, quantizer) if graph[n].is_linear))
 
 
+def float_gains(graph, plan, candidates, x: np.ndarray, y_float: np.ndarray) -> tuple[dict, dict]:
+    """({q: dB}, {q: bytes}): what keeping each activation quantizer q in float gains in the
+    simulation's output SQNR against `y_float` on `x` (the ops around q in float with their
+    weights, as the flatbuffer runs them), and the weight bytes it adds (`float_weight_bytes`).
+
+        >>> gain, cost = float_gains(result.graph, result.plan, ["q1", "q3"], x, y_float)
+    """
+    base = sqnr_db(y_float, _simulate(graph, plan, x))
+    gain = {}
+    for q in candidates:
+        trial_plan = plan.copy()
+        trial_plan.precision[q] = "float"
+        for op in float_ops(graph, plan, q):
+            if op in plan.weight_specs:
+                trial_plan.precision[op] = "float"
+        gain[q] = sqnr_db(y_float, _simulate(graph, trial_plan, x)) - base
+    return gain, {q: float_weight_bytes(graph, plan, q) for q in candidates}
+
+
 def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
                     target_sqnr_db: Optional[float] = None, max_float: int = 8,
                     max_samples: int = 256, rank_fraction: float = 0.5, min_gain_db: float = 0.1,
@@ -255,16 +274,7 @@ def mixed_precision(result, data, *, target_agreement: Optional[float] = None,
     int8_ms = None
     weights = set(plan.weight_specs)
     candidates = [q for q in plan.calibrated_ids() if q not in weights and q not in plan.non_int8()]
-    base = sqnr_db(y_rank, _simulate(result.graph, plan, x_rank))
-    gain = {}
-    for q in candidates:          # as the flatbuffer runs it: the ops around q in float, weights too
-        trial_plan = plan.copy()
-        trial_plan.precision[q] = "float"
-        for op in float_ops(result.graph, plan, q):
-            if op in plan.weight_specs:
-                trial_plan.precision[op] = "float"
-        gain[q] = sqnr_db(y_rank, _simulate(result.graph, trial_plan, x_rank)) - base
-    cost = {q: float_weight_bytes(result.graph, plan, q) for q in candidates}
+    gain, cost = float_gains(result.graph, plan, candidates, x_rank, y_rank)
     ranked = sorted(candidates, key=lambda q: -(gain[q] - db_per_mb * cost[q] / 1e6))
     ranked = [q for q in ranked if gain[q] - db_per_mb * cost[q] / 1e6 > 0]
     floats: list[str] = []
