@@ -24,7 +24,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small sets and short training (for CI and smoke runs).")
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown file to write.")
 flags.DEFINE_string("plots_dir", "benchmarks/plots", "Folder for the PNG plots.")
-flags.DEFINE_list("suites", ["efficientnet", "generalization", "mixed_precision", "headroom", "fashion_mnist",
+flags.DEFINE_list("suites", ["efficientnet", "generalization", "mixed_precision", "ablation", "headroom",
+                            "fashion_mnist",
                             "keras_applications", "scale", "slow_tests"], "Suites to run.")
 flags.DEFINE_bool("update", False, "Replace only the sections of the suites run in the existing --output "
                   "(each section then names the run that wrote it), keeping the others.")
@@ -142,6 +143,11 @@ def main(argv) -> int:
         from benchmarks import suite_mixed_precision
 
         _, text = suite_mixed_precision.run(quick)
+        sections.append(text)
+    if "ablation" in FLAGS.suites and (not quick or FLAGS["suites"].present):
+        from benchmarks import suite_ablation
+
+        _, text = suite_ablation.run(quick, ["lite0"] if quick else None)
         sections.append(text)
     if "headroom" in FLAGS.suites and (not quick or FLAGS["suites"].present):
         from benchmarks import suite_headroom

@@ -98,10 +98,11 @@ def measure_model(variant: str, quick: bool,
     return rows, f"{head}\n\n{table}\n"
 
 
-def summary_table(all_rows: Dict[str, List[Row]]) -> str:
-    """Top-1 agreement (interval) per route and model, side by side."""
+def summary_table(all_rows: Dict[str, List[Row]], first: int = 1) -> str:
+    """Top-1 agreement (interval) per route and model, side by side: the routes of the first
+    model's rows from row `first` on (1: after the float model's)."""
     variants = list(all_rows)
-    routes_ = [r.route.split(": ", 1)[1] for r in all_rows[variants[0]][1:]]
+    routes_ = [r.route.split(": ", 1)[1] for r in all_rows[variants[0]][first:]]
     lines = ["| route | " + " | ".join(TITLES[v] for v in variants) + " |",
              "|---|" + "---|" * len(variants)]
     for name in routes_:
