@@ -12,6 +12,7 @@ pytest.importorskip("skimage")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow   # the whole quick benchmark in a subprocess (~3 minutes idle): run by benchmarks' slow_tests suite
 def test_quick_benchmark_writes_tables_and_plots(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     plots = tmp_path / "plots"

@@ -288,17 +288,46 @@ def test_adaround_honours_ctrl_c_within_a_second(calibration):
     node = graph.linear_nodes()[0]
     lo, hi = plan.weight_ranges[node.name]
     target = np.asarray(tf.nn.relu6(tf.nn.conv2d(calibration, node.kernel, 2, "SAME") + node.bias))
-    sent = []
-    timer = threading.Timer(2.0, lambda: (sent.append(time.perf_counter()), _thread.interrupt_main(signal.SIGINT)))
-    timer.start()
-    try:
-        with pytest.raises(tfquant.Interrupted, match="Ctrl-C"):
-            adaround_layer(node, calibration, target, plan.weight_specs[node.name], lo, hi,
-                           CONFIG.replace(adaround_iterations=10**7, adaround_converged=None),
-                           np.random.default_rng(0))
-    finally:
-        timer.cancel()
-    assert sent and time.perf_counter() - sent[0] < 1.0
+    spec = plan.weight_specs[node.name]
+
+    def run(iterations):
+        adaround_layer(node, calibration, target, spec, lo, hi,
+                       CONFIG.replace(adaround_iterations=iterations, adaround_converged=None),
+                       np.random.default_rng(0))
+
+    for delay in (0.5, 1.0):       # during the first trace (a loaded machine traces for seconds), then mid-run
+        sent = []
+        timer = threading.Timer(delay, lambda: (sent.append(time.perf_counter()), _thread.interrupt_main(signal.SIGINT)))
+        started = time.perf_counter()
+        timer.start()
+        try:
+            with pytest.raises(tfquant.Interrupted, match="Ctrl-C"):
+                run(10**7)
+        finally:
+            timer.cancel()
+        assert sent and time.perf_counter() - started < 120      # not the 10**7 steps
+        if delay:                  # traced by the first round: acted on at the next chunk
+            assert time.perf_counter() - sent[0] < 1.0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # the handler is restored
+
+
+def test_deferred_interrupt_records_the_first_ctrl_c_and_raises_on_the_second():
+    import os
+    import signal
+
+    from tfquant.interrupt import deferred_interrupt
+
+    with deferred_interrupt() as pressed:
+        assert not pressed()
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):       # the handler runs at the next bytecode of the main thread
+            pass
+        assert pressed()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 class _ConvNode:

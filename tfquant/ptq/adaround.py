@@ -20,8 +20,10 @@ only on its input window, so a bounded pool of random output pixels is drawn onc
 the input windows they read (im2col; a 1x1 convolution or a dense layer: the input pixel itself),
 and each step is a matmul (a multiply-and-sum for depthwise) on a random batch of the pool: the
 same objective as on whole images, without convolution backprops. The optimisation runs in
-compiled chunks (one `tf.function` per kind of layer, traced once for every shape), returns to Python between chunks (Ctrl-C is honoured there: `tfquant.Interrupted`)
-and stops early once every h(V) is exactly 0 or 1 (then neither term has a gradient left: the
+compiled chunks (one `tf.function` per kind of layer, traced once for every shape) and returns to
+Python between chunks: a Ctrl-C is acted on there (`tfquant.Interrupted`; `tfquant.interrupt`
+keeps one pressed while TF traces from being lost). It stops early once every h(V) is exactly 0
+or 1 (then neither term has a gradient left: the
 rounding cannot change any more).
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tfquant.core import QuantSpec, fake_quant
 from tfquant.core.op_rules import linear_forward
 from tfquant.core.weight_grid import kernel_scale, on_grid, split_on_grid
 from tfquant.errors import Interrupted
+from tfquant.interrupt import deferred_interrupt
 from tfquant.graph import Node, node_kernel_on_grid
 
 GAMMA, ZETA = -0.1, 1.1
@@ -285,16 +288,19 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
     (min, max) of the layer's int8 output, which the loss then quantizes the output to (BRECQ's
     activation quantization in the reconstruction). Raises `tfquant.Interrupted` on Ctrl-C."""
     started = time.perf_counter()
+    stop = Interrupted(f"AdaRound interrupted (Ctrl-C) at layer {node.name!r}; the model is not quantized.")
     try:
-        return _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x_float, out_range)
+        with deferred_interrupt() as pressed:
+            return _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x_float, out_range,
+                                   pressed, stop)
     except KeyboardInterrupt as e:
         if isinstance(e, Interrupted):
             raise
-        raise Interrupted(f"AdaRound interrupted (Ctrl-C) at layer {node.name!r}; the model is not "
-                          "quantized.") from None
+        raise stop from None
 
 
-def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x_float=None, out_range=None):
+def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x_float=None, out_range=None,
+                    pressed=lambda: False, stop=None):
     depthwise = node.type == "depthwise"
     w = node.kernel.astype(np.float32)
     if node.type == "conv2d" and w.shape[2] != x_quant.shape[-1]:     # grouped: round to nearest
@@ -342,7 +348,9 @@ def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x
     while done < iters:
         v, m, u, soft_t = fn.chunk(v, m, u, pixels_t, pixels_f_t, *pool[1:], floor_t, s_t, b_t, tf.constant(done, tf.int32),
                                    tf.constant(count, tf.int32), hp, seed)
-        soft = float(soft_t)                         # also waits for the chunk: Ctrl-C lands here
+        soft = float(soft_t)                         # waits for the chunk: Ctrl-C is acted on here
+        if pressed():
+            raise stop
         done += count
         if tol is not None and done > warm and soft <= tol:
             break
