@@ -13,7 +13,6 @@ weights (per-tensor weights default to MSE, `PTQConfig.weight_ranges`).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import Row  # noqa: E402
-from benchmarks.suite_generalization import INPUT_RANGE, MODELS, TITLES, sizes, summary_table  # noqa: E402
+from benchmarks.suite_generalization import INPUT_RANGE, MODELS, TITLES, models_main, sizes, summary_table  # noqa: E402
 
 NO_RECON = ("cle", "bias_absorption", "bias_correction")
 ABLATION = [
@@ -98,19 +97,7 @@ def run(quick: bool, models: Optional[Sequence[str]] = None) -> Tuple[List[Row],
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.suite_ablation", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sets (a smoke run)")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
-    args = parser.parse_args(argv)
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
-    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
-    if any(m not in MODELS for m in chosen):
-        parser.error(f"--models: choose from {', '.join(MODELS)}")
-    _, text = run(args.quick, chosen)
-    print(text)
-    return 0
+    return models_main(argv, "benchmarks.suite_ablation", __doc__, run)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,26 @@ def range_sweep(variant: str, estimators: Sequence[str], quick: bool,
     return "\n".join(lines) + "\n"
 
 
+def models_main(argv: Optional[Sequence[str]], module: str, doc: str, run_suite) -> int:
+    """The command line of a suite over `MODELS` (`--models`, `--quick`): prints its section.
+
+        >>> sys.exit(models_main(None, "benchmarks.suite_ablation", __doc__, run))
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sets (a smoke run)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
+    args = parser.parse_args(argv)
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+    if any(m not in MODELS for m in chosen):
+        parser.error(f"--models: choose from {', '.join(MODELS)}")
+    _, text = run_suite(args.quick, chosen)
+    print(text)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite_generalization",
                                      description=__doc__.split("\n")[0])
