@@ -23,8 +23,7 @@ same objective as on whole images, without convolution backprops. The optimisati
 compiled chunks (one `tf.function` per kind of layer, traced once for every shape) and returns to
 Python between chunks: a Ctrl-C is acted on there (`tfquant.Interrupted`; `tfquant.interrupt`
 keeps one pressed while TF traces from being lost). It stops early once every h(V) is exactly 0
-or 1 (then neither term has a gradient left: the
-rounding cannot change any more).
+or 1 (then neither term has a gradient left: the rounding cannot change any more).
 """
 from __future__ import annotations
 
@@ -41,8 +40,8 @@ from tfquant.core import QuantSpec, fake_quant
 from tfquant.core.op_rules import linear_forward
 from tfquant.core.weight_grid import kernel_scale, on_grid, split_on_grid
 from tfquant.errors import Interrupted
-from tfquant.interrupt import deferred_interrupt
 from tfquant.graph import Node, node_kernel_on_grid
+from tfquant.interrupt import deferred_interrupt
 
 GAMMA, ZETA = -0.1, 1.1
 POOL_BYTES = 256 << 20      # a layer's pool of (input window, target) rows, at most
