@@ -298,8 +298,7 @@ def adaround_layer(node: Node, x_quant: np.ndarray, target: np.ndarray, spec: Qu
         raise stop from None
 
 
-def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x_float=None, out_range=None,
-                    pressed=lambda: False, stop=None):
+def _adaround_layer(node, x_quant, target, spec, lo, hi, config, rng, started, x_float, out_range, pressed, stop):
     depthwise = node.type == "depthwise"
     w = node.kernel.astype(np.float32)
     if node.type == "conv2d" and w.shape[2] != x_quant.shape[-1]:     # grouped: round to nearest
